@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test` (README.md).
+# Each creates .venv from the pinned requirements itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The Lambda runtime is python3.12; fall back to 3.11 where 3.12 is not installed.
+# (A pyenv shim can exist without its interpreter, so each candidate is run, not just found.)
+PYTHON ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 2>/dev/null) python3.11 python3; do \
+	"$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EVENTS ?= 20000
+SHARDS ?= 4
+PYTEST_ARGS ?=
+
+.PHONY: help venv test run clean
+help:
+	@echo "make run    run the whole pipeline locally (EVENTS=$(EVENTS) SHARDS=$(SHARDS))"
+	@echo "make test   run the test suite"
+
+$(STAMP): requirements/lambda.txt requirements/dev.txt
+	@test -n "$(PYTHON)" || { echo "error: no python3.12 or python3.11 found" >&2; exit 1; }
+	@echo "creating $(VENV) with $(PYTHON)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(PY) -m consumers.local.run --events $(EVENTS) --shards $(SHARDS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis
