@@ -1,0 +1,1 @@
+"""Kinesis event-scoring consumer: decode, vectorize, one predict per batch, idempotent writes."""

@@ -1,0 +1,160 @@
+"""Event dicts -> one float32 C-contiguous matrix in the schema's feature order, with validation.
+
+Column-wise, not per key: each feature's values are pulled out of every event once (``itemgetter``
+rows, transposed), the set of Python types in the column is checked in C (``set(map(type, col))``),
+and a column of the expected types converts with one ``np.array`` call; bounds are checked on whole
+columns. Only a column that contains a wrong type takes the per-value path, to find the offending rows.
+That keeps 10,000 x 30 in tens of milliseconds (DESIGN.md §7) and makes a batch's matrix exactly the
+stack of its rows' one-record matrices (tested with hypothesis).
+
+Per-row problems are values: ``VectorizeResult.errors`` maps a row index to (Reason, detail). The detail
+names the field and the JSON type seen, never the value (logs and metrics must not carry payload data).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Sequence
+
+import numpy as np
+
+from consumers.types import Reason
+from model.schema import Feature, FeatureSchema
+
+_NUMBER = frozenset({int, float})
+_NONE = type(None)
+_ALLOWED = {"float": _NUMBER, "int": frozenset({int}), "bool": frozenset({bool}), "category": frozenset({str})}
+_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
+                    bool: "boolean", _NONE: "null"}
+
+
+@dataclass(frozen=True, slots=True)
+class VectorizeResult:
+    matrix: np.ndarray  # float32, C-contiguous, shape (len(ok_rows), len(schema))
+    ok_rows: list[int]  # row index in the input for each matrix row
+    ids: list[str]  # event id for each matrix row
+    errors: dict[int, tuple[Reason, str]]  # input row -> why it cannot be scored
+
+
+def _json_type(v: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(v), type(v).__name__)
+
+
+class Vectorizer:
+    """Built once per schema (per container); ``__call__`` runs per batch."""
+
+    def __init__(self, schema: FeatureSchema) -> None:
+        self.schema = schema
+        self._names = schema.names
+        self._getter = itemgetter(*self._names) if len(self._names) > 1 else (lambda ev: (ev[self._names[0]],))
+        self._cat_index = [{c: float(i) for i, c in enumerate(f.categories)} for f in schema.features]
+
+    # -- rows ----------------------------------------------------------------------------------
+    def _rows(self, events: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        getter, names, rows = self._getter, self._names, []
+        append = rows.append
+        for ev in events:
+            try:
+                append(getter(ev))
+            except KeyError:  # some field absent: absent and null are the same (missing)
+                append(tuple(ev.get(n) for n in names))
+        return rows
+
+    def _ids(self, events: Sequence[dict[str, Any]], errors: dict[int, tuple[Reason, str]]) -> list[Any]:
+        field, max_len = self.schema.id_field, self.schema.id_max_length
+        ids = [ev.get(field) for ev in events]
+        for i, v in enumerate(ids):
+            if v is None:
+                errors[i] = (Reason.MISSING_ID, f"field {field!r} is missing")
+            elif type(v) is not str:
+                errors[i] = (Reason.BAD_ID, f"field {field!r}: expected string, got {_json_type(v)}")
+            elif not 0 < len(v) <= max_len:
+                errors[i] = (Reason.BAD_ID, f"field {field!r}: length must be 1..{max_len}, got {len(v)}")
+        return ids
+
+    # -- one column ----------------------------------------------------------------------------
+    def _column(self, j: int, f: Feature, col: Sequence[Any], errors: dict[int, tuple[Reason, str]]) -> np.ndarray:
+        allowed = _ALLOWED[f.type]
+        types = set(map(type, col))
+        if f.type == "category":
+            index = self._cat_index[j]
+            nan = float("nan")
+            if types <= {str, _NONE}:
+                values = [nan if v is None else index.get(v, -1.0) for v in col]
+                arr = np.array(values, dtype=np.float64)
+            else:
+                arr = self._slow_column(f, col, allowed, errors)
+            unknown = np.flatnonzero(arr == -1.0)
+            for i in unknown.tolist():
+                if i not in errors:
+                    errors[i] = (Reason.UNKNOWN_CATEGORY, f"field {f.name!r}: not one of its {len(f.categories)} categories")
+            arr[unknown] = np.nan
+        else:
+            arr = None
+            if types <= allowed | {_NONE}:
+                try:
+                    arr = np.array(col, dtype=np.float64)  # None -> NaN
+                except OverflowError:  # an integer beyond float64: find it per value
+                    arr = None
+            if arr is None:
+                arr = self._slow_column(f, col, allowed, errors)
+            if f.min is not None or f.max is not None:
+                with np.errstate(invalid="ignore"):
+                    bad = np.zeros(arr.shape, dtype=bool)
+                    if f.min is not None:
+                        bad |= arr < f.min
+                    if f.max is not None:
+                        bad |= arr > f.max
+                    bad |= np.isinf(arr)
+                for i in np.flatnonzero(bad).tolist():
+                    if i not in errors:
+                        errors[i] = (Reason.OUT_OF_RANGE, f"field {f.name!r}: outside [{f.min:g}, {f.max:g}]"
+                                     if f.min is not None and f.max is not None else f"field {f.name!r}: out of range")
+        if f.required and _NONE in types:
+            for i, v in enumerate(col):
+                if v is None and i not in errors:
+                    errors[i] = (Reason.MISSING_FIELD, f"required field {f.name!r} is missing")
+        return arr
+
+    def _slow_column(self, f: Feature, col: Sequence[Any], allowed: frozenset[type],
+                     errors: dict[int, tuple[Reason, str]]) -> np.ndarray:
+        """Per value: convert what is valid, mark each wrong type. Used only when a column has one."""
+        out = np.full(len(col), np.nan, dtype=np.float64)
+        index = self._cat_index[self._names.index(f.name)] if f.type == "category" else None
+        for i, v in enumerate(col):
+            t = type(v)
+            if t is _NONE:
+                continue
+            if t not in allowed:
+                if i not in errors:
+                    errors[i] = (Reason.WRONG_TYPE, f"field {f.name!r}: expected {f.type}, got {_json_type(v)}")
+                continue
+            if index is not None:
+                out[i] = index.get(v, -1.0)
+                continue
+            try:
+                out[i] = float(v)
+            except OverflowError:
+                out[i] = np.inf  # caught by the bounds check as out of range
+        return out
+
+    # -- the batch -----------------------------------------------------------------------------
+    def __call__(self, events: Sequence[dict[str, Any]]) -> VectorizeResult:
+        n, k = len(events), len(self._names)
+        errors: dict[int, tuple[Reason, str]] = {}
+        ids = self._ids(events, errors)
+        full = np.empty((n, k), dtype=np.float32)
+        if n:
+            columns = list(zip(*self._rows(events)))
+            for j, f in enumerate(self.schema.features):
+                full[:, j] = self._column(j, f, columns[j], errors)
+        if not errors:
+            return VectorizeResult(full, list(range(n)), ids, errors)
+        ok = [i for i in range(n) if i not in errors]
+        matrix = np.ascontiguousarray(full[ok]) if ok else np.empty((0, k), dtype=np.float32)
+        return VectorizeResult(matrix, ok, [ids[i] for i in ok], errors)
+
+
+def vectorize(schema: FeatureSchema, events: Sequence[dict[str, Any]]) -> VectorizeResult:
+    """One-shot convenience; hot paths keep a ``Vectorizer`` per schema."""
+    return Vectorizer(schema)(events)

@@ -1,0 +1,1 @@
+"""Local mode: emulator process, resource setup and the `make run` orchestrator. Not shipped to Lambda."""
