@@ -23,6 +23,7 @@ from model.schema import Feature, FeatureSchema
 
 _NUMBER = frozenset({int, float})
 _NONE = type(None)
+_F32_MAX = float(np.finfo(np.float32).max)
 _ALLOWED = {"float": _NUMBER, "int": frozenset({int}), "bool": frozenset({bool}), "category": frozenset({str})}
 _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
                     bool: "boolean", _NONE: "null"}
@@ -98,18 +99,18 @@ class Vectorizer:
                     arr = None
             if arr is None:
                 arr = self._slow_column(f, col, allowed, errors)
-            if f.min is not None or f.max is not None:
-                with np.errstate(invalid="ignore"):
-                    bad = np.zeros(arr.shape, dtype=bool)
-                    if f.min is not None:
-                        bad |= arr < f.min
-                    if f.max is not None:
-                        bad |= arr > f.max
-                    bad |= np.isinf(arr)
+            with np.errstate(invalid="ignore"):
+                bad = ~(np.abs(arr) <= _F32_MAX) & ~np.isnan(arr)  # beyond float32 (incl. inf): never castable
+                if f.min is not None:
+                    bad |= arr < f.min
+                if f.max is not None:
+                    bad |= arr > f.max
+            if bad.any():
+                bounds = f"[{f.min:g}, {f.max:g}]" if f.min is not None and f.max is not None else "float32 range"
                 for i in np.flatnonzero(bad).tolist():
                     if i not in errors:
-                        errors[i] = (Reason.OUT_OF_RANGE, f"field {f.name!r}: outside [{f.min:g}, {f.max:g}]"
-                                     if f.min is not None and f.max is not None else f"field {f.name!r}: out of range")
+                        errors[i] = (Reason.OUT_OF_RANGE, f"field {f.name!r}: outside {bounds}")
+                arr[bad] = np.nan
         if f.required and _NONE in types:
             for i, v in enumerate(col):
                 if v is None and i not in errors:

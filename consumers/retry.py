@@ -28,6 +28,10 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0
 
+    def shortened(self, seconds: float) -> "Deadline":
+        """A deadline ``seconds`` earlier than this one."""
+        return Deadline(self.remaining() - seconds, self.clock)
+
     @classmethod
     def never(cls) -> "Deadline":
         return cls(float("inf"))

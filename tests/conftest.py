@@ -38,3 +38,28 @@ def boto_session(aws):
     import boto3
 
     return boto3.session.Session(region_name=os.environ["AWS_REGION"])
+
+
+@pytest.fixture(scope="session")
+def tiny_booster():
+    """A real, small XGBoost model over the schema's features (fast to train; not the default bundle)."""
+    import numpy as np
+    import xgboost as xgb
+
+    from model.schema import FeatureSchema
+
+    schema = FeatureSchema.load()
+    rng = np.random.default_rng(0)
+    x = rng.random((400, len(schema)), dtype=np.float32)
+    y = (x[:, 0] + rng.random(400) > 1.0).astype(np.float32)
+    dm = xgb.DMatrix(x, label=y, feature_names=schema.names)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "seed": 0}, dm, num_boost_round=5)
+    return booster
+
+
+@pytest.fixture
+def scorer(tiny_booster):
+    from consumers.scoring import BoosterScorer
+    from model.schema import FeatureSchema
+
+    return BoosterScorer(tiny_booster, FeatureSchema.load(), "test-version")

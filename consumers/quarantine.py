@@ -1,0 +1,112 @@
+"""Dead-letter writer for records that can never be scored: SQS SendMessageBatch, <= 10 entries and
+<= 256 KiB per call and per message, with the reason code, position and raw data (base64).
+
+A record whose message cannot be sent by the deadline is returned to the pipeline, which reports it in
+``batchItemFailures`` instead: a quarantine that failed must not lose the record.
+
+Raw data larger than fits one message is cut (``data_truncated: true``) but its size and sha256 are
+kept; the full record is still in the stream for its retention period at the given position.
+https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from typing import Any, Protocol, Sequence
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumers.limits import SQS_MAX_MESSAGE_BYTES, SQS_SEND_BATCH_MAX_BYTES, SQS_SEND_BATCH_MAX_ENTRIES
+from consumers.retry import Backoff, Deadline
+from consumers.sink import is_retryable
+from consumers.types import QuarantineMessage, Rejected
+
+log = logging.getLogger(__name__)
+
+_BODY_OVERHEAD = 2048  # the JSON around ``data``: reason, detail, position, ARN
+_MAX_DATA_B64 = SQS_MAX_MESSAGE_BYTES - _BODY_OVERHEAD
+_MAX_RAW_BYTES = _MAX_DATA_B64 // 4 * 3
+
+
+class Quarantine(Protocol):
+    def send(self, rejected: Sequence[Rejected], source_arn: str, deadline: Deadline) -> list[Rejected]:
+        """Send every record to the dead-letter queue; return those not sent by the deadline."""
+        ...
+
+
+def message_body(r: Rejected, source_arn: str) -> str:
+    truncated = len(r.data) > _MAX_RAW_BYTES
+    body: QuarantineMessage = {
+        "reason": str(r.reason),
+        "detail": r.detail,
+        "shard_id": r.position.shard_id,
+        "sequence_number": r.position.sequence_number,
+        "sub_sequence_number": r.position.sub_sequence_number,
+        "partition_key": r.partition_key,
+        "approximate_arrival_timestamp": r.arrival,
+        "event_source_arn": source_arn,
+        "data": base64.b64encode(r.data[:_MAX_RAW_BYTES]).decode("ascii"),
+        "data_bytes": len(r.data),
+        "data_sha256": hashlib.sha256(r.data).hexdigest(),
+        "data_truncated": truncated,
+    }
+    return orjson.dumps(body).decode("utf-8")
+
+
+def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    out: list[list[dict[str, Any]]] = []
+    cur: list[dict[str, Any]] = []
+    size = 0
+    for e in entries:
+        n = len(e["MessageBody"].encode("utf-8")) + 64  # + attributes
+        if cur and (len(cur) == SQS_SEND_BATCH_MAX_ENTRIES or size + n > SQS_SEND_BATCH_MAX_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(e)
+        size += n
+    if cur:
+        out.append(cur)
+    return out
+
+
+class SQSQuarantine:
+    """botocore SendMessageBatch with our own retries (build the client with botocore retries off)."""
+
+    def __init__(self, client: Any, queue_url: str, *, backoff: Backoff) -> None:
+        self.client = client
+        self.queue_url = queue_url
+        self.backoff = backoff
+
+    def send(self, rejected: Sequence[Rejected], source_arn: str, deadline: Deadline) -> list[Rejected]:
+        entries = [
+            {"Id": str(i), "MessageBody": message_body(r, source_arn),
+             "MessageAttributes": {"reason": {"DataType": "String", "StringValue": str(r.reason)}}}
+            for i, r in enumerate(rejected)
+        ]
+        unsent: list[Rejected] = []
+        for batch in _batches(entries):
+            unsent.extend(rejected[int(e["Id"])] for e in self._send_batch(batch, deadline))
+        return unsent
+
+    def _send_batch(self, batch: list[dict[str, Any]], deadline: Deadline) -> list[dict[str, Any]]:
+        pending = batch
+        attempt = 0
+        while not deadline.expired():
+            try:
+                resp = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=pending)
+            except (ClientError, BotoCoreError) as exc:
+                if not is_retryable(exc):
+                    log.error("SendMessageBatch failed, not retryable: %s",
+                              exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else exc)
+                    return pending
+            else:
+                failed_ids = {f["Id"] for f in resp.get("Failed", [])}
+                if not failed_ids:
+                    return []
+                pending = [e for e in pending if e["Id"] in failed_ids]
+            if not self.backoff.wait(attempt, deadline):
+                break
+            attempt += 1
+        return pending

@@ -1,0 +1,112 @@
+"""process_batch: one predict per batch, de-duplication, and failure semantics of the response."""
+import numpy as np
+import pytest
+
+from consumers.errors import PredictError
+from consumers.features import Vectorizer
+from consumers.pipeline import process_batch
+from consumers.retry import Deadline
+from consumers.types import Reason
+from tests.conftest import load_event
+from tests.helpers import MemoryQuarantine, MemorySink, event_of
+
+
+class CountingBooster:
+    def __init__(self, booster):
+        self.booster, self.calls = booster, 0
+
+    def inplace_predict(self, matrix, **kw):
+        self.calls += 1
+        return self.booster.inplace_predict(matrix, **kw)
+
+
+def run(event, scorer, sink=None, quarantine=None):
+    sink = sink or MemorySink()
+    quarantine = quarantine or MemoryQuarantine()
+    out = process_batch(event, scorer=scorer, vectorizer=Vectorizer(scorer.schema), sink=sink, quarantine=quarantine,
+                        deadline=Deadline(30), max_event_bytes=65536)
+    return out, sink, quarantine
+
+
+def valid(n, prefix="e"):
+    base = load_event("kinesis_valid.json")
+    import base64, orjson
+    ev = orjson.loads(base64.b64decode(base["Records"][1]["kinesis"]["data"]))
+    return [dict(ev, event_id=f"{prefix}{i}", amount=float(i % 500)) for i in range(n)]
+
+
+def test_one_predict_per_batch(scorer):
+    # GIVEN 2,000 valid events and a booster that counts its calls
+    counting = CountingBooster(scorer.booster)
+    scorer.booster = counting
+    # WHEN the batch is processed
+    out, sink, _ = run(event_of(valid(2000)), scorer)
+    # THEN inplace_predict ran exactly once and every event has a score
+    assert counting.calls == 1
+    assert len(sink.items) == 2000 and len(out.scored) == 2000
+    assert out.response == {"batchItemFailures": []}
+
+
+def test_scores_equal_a_direct_predict(scorer):
+    events = valid(50)
+    out, sink, _ = run(event_of(events), scorer)
+    m = Vectorizer(scorer.schema)(events).matrix
+    direct = scorer.booster.inplace_predict(m)
+    got = np.array([sink.items[f"e{i}"][0] for i in range(50)], dtype=np.float32)
+    np.testing.assert_array_equal(got, direct.astype(np.float32))
+
+
+def test_all_malformed_batch_never_predicts(scorer):
+    counting = CountingBooster(scorer.booster)
+    scorer.booster = counting
+    out, sink, q = run(event_of([b"{", b"[]", b""]), scorer)
+    assert counting.calls == 0 and sink.calls == 0
+    assert len(q.messages) == 3 and out.response == {"batchItemFailures": []}
+
+
+def test_duplicate_keys_highest_sequence_wins(scorer):
+    events = valid(3)
+    later = dict(events[0], amount=499.0)
+    out, sink, _ = run(event_of(events + [later]), scorer)
+    assert len(sink.items) == 3
+    from consumers.events import sequence_number
+    assert sink.items["e0"][1] == sequence_number(3)  # the later record, not the first
+    assert len(out.scored) == 4  # the superseded record is scored through the winner
+
+
+def test_unwritten_keys_are_retried_by_sequence_number(scorer):
+    events = valid(5)
+    out, sink, _ = run(event_of(events), scorer, sink=MemorySink(fail={"e1", "e3"}))
+    failed = [f["itemIdentifier"] for f in out.response["batchItemFailures"]]
+    assert failed == [out.retried[0].sequence_number, out.retried[1].sequence_number]
+    assert len(out.scored) == 3 and len(out.retried) == 2
+    assert failed == sorted(failed, key=int)
+
+
+def test_malformed_records_are_quarantined_not_retried(scorer):
+    out, _, q = run(load_event("kinesis_mixed.json"), scorer)
+    assert out.response == {"batchItemFailures": []}
+    assert {r.reason for r in q.messages} >= {Reason.BAD_BASE64, Reason.BAD_JSON, Reason.NOT_OBJECT,
+                                              Reason.UNKNOWN_CATEGORY, Reason.NOT_UTF8}
+
+
+def test_failed_quarantine_retries_the_record(scorer):
+    out, _, _ = run(event_of([b"{", valid(1)[0]]), scorer, quarantine=MemoryQuarantine(fail_all=True))
+    assert len(out.response["batchItemFailures"]) == 1
+    assert out.retried[0].sequence_number == out.response["batchItemFailures"][0]["itemIdentifier"]
+    assert len(out.scored) == 1
+
+
+def test_predict_failure_fails_the_whole_batch(scorer):
+    class Broken:
+        def inplace_predict(self, *a, **k):
+            raise RuntimeError("native failure")
+
+    scorer.booster = Broken()
+    with pytest.raises(PredictError):
+        run(event_of(valid(3)), scorer)
+
+
+def test_empty_event(scorer):
+    out, _, _ = run({"Records": []}, scorer)
+    assert out.response == {"batchItemFailures": []}
