@@ -57,6 +57,7 @@ class Runtime:
     vectorizer: Vectorizer
     sink: DynamoDBSink
     quarantine: SQSQuarantine
+    last_outcome: BatchOutcome | None = None  # for the local poller's live progress; one invocation at a time
 
     @classmethod
     def from_settings(cls, settings: Settings, session: boto3.session.Session | None = None) -> "Runtime":
@@ -87,6 +88,7 @@ class Runtime:
             span=lambda name: tracer.provider.in_subsegment(f"## {name}"),
         )
         report(event, outcome)
+        self.last_outcome = outcome
         return outcome.response
 
 

@@ -1,0 +1,35 @@
+"""Integration fixtures: the scores table and DLQ on moto server, and the handler imported fresh
+(its cold start reads the environment, as on Lambda)."""
+import importlib
+import sys
+
+import pytest
+
+from consumers.local.context import LambdaContext  # noqa: F401  (re-exported for tests)
+from consumers.local.resources import create_queue, create_scores_table
+
+DEFAULT_BUNDLE = "model/bundles/default"
+
+
+@pytest.fixture
+def resources(boto_session, monkeypatch, tmp_path):
+    ddb, sqs = boto_session.client("dynamodb"), boto_session.client("sqs")
+    create_scores_table(ddb, "scores")
+    url = create_queue(sqs, "scoring-dlq")
+    monkeypatch.setenv("SCORES_TABLE", "scores")
+    monkeypatch.setenv("DLQ_URL", url)
+    monkeypatch.setenv("MODEL_URI", DEFAULT_BUNDLE)
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    return {"ddb": ddb, "sqs": sqs, "dlq_url": url, "table": "scores"}
+
+
+@pytest.fixture
+def handler(resources):
+    """consumers.handler, cold-started against the moto resources."""
+    sys.modules.pop("consumers.handler", None)
+    module = importlib.import_module("consumers.handler")
+    yield module
+    if module.RUNTIME.sink.executor is not None:
+        module.RUNTIME.sink.executor.shutdown(wait=False)
+    sys.modules.pop("consumers.handler", None)

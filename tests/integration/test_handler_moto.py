@@ -1,0 +1,152 @@
+"""The handler end to end over HTTP against moto server: items in DynamoDB, messages in SQS, and the
+failure semantics of batchItemFailures under injected throttling and UnprocessedItems."""
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from consumers.local.context import LambdaContext
+from consumers.local.resources import drain_queue, scan_all
+from tests.conftest import REPO, load_event
+from tests.faultwrap import FaultyDynamoDB, FaultySQS
+from tests.helpers import event_of
+
+
+def valid_events(n, prefix="evt"):
+    base = orjson.loads(base64.b64decode(load_event("kinesis_valid.json")["Records"][1]["kinesis"]["data"]))
+    return [dict(base, event_id=f"{prefix}-{i:05d}", amount=float(i % 700)) for i in range(n)]
+
+
+def items_by_id(resources):
+    return {i["event_id"]["S"]: i for i in scan_all(resources["ddb"], resources["table"])}
+
+
+def test_mixed_batch_scores_items_and_quarantines_with_reasons(handler, resources):
+    # GIVEN an AWS-shaped event: valid records, a duplicate id, a KPL aggregate and six malformed records
+    event = load_event("kinesis_mixed.json")
+    # WHEN the handler runs
+    resp = handler.lambda_handler(event, LambdaContext())
+    # THEN nothing is retried, every scorable event has one item, and every malformed record is in the DLQ
+    assert resp == {"batchItemFailures": []}
+    items = items_by_id(resources)
+    assert set(items) == {"evt-fixture-0001", "evt-agg-0", "evt-agg-1", "evt-agg-2"}
+    dup = items["evt-fixture-0001"]
+    assert dup["sequence_number"]["S"] == event["Records"][6]["kinesis"]["sequenceNumber"]  # the later one won
+    assert dup["model_version"]["S"] == handler.RUNTIME.scorer.version
+    assert 0.0 <= float(dup["score"]["N"]) <= 1.0
+    assert int(dup["ttl"]["N"]) == int(event["Records"][6]["kinesis"]["approximateArrivalTimestamp"]) + 30 * 86400
+    assert items["evt-agg-1"]["sub_sequence_number"]["N"] == "1"
+
+    messages = drain_queue(resources["sqs"], resources["dlq_url"])
+    bodies = sorted((json.loads(m["Body"]) for m in messages), key=lambda b: (b["sequence_number"], b["sub_sequence_number"] or -1))
+    assert [b["reason"] for b in bodies] == ["bad_base64", "bad_json", "not_object", "bad_json", "unknown_category", "not_utf8"]
+    agg_bad = bodies[3]
+    assert agg_bad["sub_sequence_number"] == 3 and base64.b64decode(agg_bad["data"]) == b"{not json"
+    assert all(b["shard_id"] == "shardId-000000000000" and b["event_source_arn"] for b in bodies)
+    assert {m["MessageAttributes"]["reason"]["StringValue"] for m in messages} == {b["reason"] for b in bodies}
+    utf8 = bodies[5]
+    assert base64.b64decode(utf8["data"]) == b"\xff\xfe\x00bad utf8" and utf8["data_truncated"] is False
+
+
+def test_redelivery_is_idempotent(handler, resources):
+    event = event_of(valid_events(60))
+    handler.lambda_handler(event, LambdaContext())
+    first = items_by_id(resources)
+    handler.lambda_handler(event, LambdaContext())
+    second = items_by_id(resources)
+    assert len(second) == 60
+    strip = lambda items: {k: {a: v for a, v in i.items() if a != "scored_at"} for k, i in items.items()}
+    assert strip(first) == strip(second)
+
+
+def test_unprocessed_items_are_resent_until_written(handler, resources):
+    # GIVEN DynamoDB returning half of every request as UnprocessedItems for the first 30 calls
+    faulty = FaultyDynamoDB(handler.RUNTIME.sink.client, unprocessed_fraction=0.5, unprocessed_calls=30)
+    handler.RUNTIME.sink.client = faulty
+    # WHEN a batch of 500 is processed
+    resp = handler.lambda_handler(event_of(valid_events(500)), LambdaContext())
+    # THEN the held-back items were resent and everything is written; nothing goes back to Lambda
+    assert faulty.held_back > 0
+    assert resp == {"batchItemFailures": []}
+    assert len(items_by_id(resources)) == 500
+
+
+@pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"])
+def test_throttled_requests_back_off_and_succeed(handler, resources, code):
+    faulty = FaultyDynamoDB(handler.RUNTIME.sink.client, throttle_calls=6, code=code)
+    handler.RUNTIME.sink.client = faulty
+    resp = handler.lambda_handler(event_of(valid_events(100)), LambdaContext())
+    assert faulty.throttled == 6
+    assert resp == {"batchItemFailures": []}
+    assert len(items_by_id(resources)) == 100
+
+
+def test_persistent_throttling_returns_retries_before_the_timeout(handler, resources):
+    # GIVEN DynamoDB throttling every request, a batch mixing valid and malformed records, and 4 s left
+    handler.RUNTIME.sink.client = FaultyDynamoDB(handler.RUNTIME.sink.client, always_throttle=True)
+    event = event_of(valid_events(40) + [b"{broken", b"[]"])
+    started = time.monotonic()
+    resp = handler.lambda_handler(event, LambdaContext(timeout_ms=4000))
+    elapsed = time.monotonic() - started
+    # THEN it answers before the timeout; the valid records are retried, the malformed ones quarantined
+    assert elapsed < 4.0
+    failed = [f["itemIdentifier"] for f in resp["batchItemFailures"]]
+    assert failed == [r["kinesis"]["sequenceNumber"] for r in event["Records"][:40]]
+    assert len(drain_queue(resources["sqs"], resources["dlq_url"])) == 2
+
+
+def test_dlq_outage_retries_the_malformed_records(handler, resources):
+    handler.RUNTIME.quarantine.client = FaultySQS(handler.RUNTIME.quarantine.client, fail_all=True)
+    event = event_of(valid_events(3) + [b"{broken"])
+    resp = handler.lambda_handler(event, LambdaContext(timeout_ms=4000))
+    assert resp == {"batchItemFailures": [{"itemIdentifier": event["Records"][3]["kinesis"]["sequenceNumber"]}]}
+    assert len(items_by_id(resources)) == 3
+
+
+def test_transient_sqs_error_is_retried(handler, resources):
+    handler.RUNTIME.quarantine.client = FaultySQS(handler.RUNTIME.quarantine.client, error_calls=2)
+    resp = handler.lambda_handler(event_of([b"{broken"]), LambdaContext())
+    assert resp == {"batchItemFailures": []}
+    assert len(drain_queue(resources["sqs"], resources["dlq_url"])) == 1
+
+
+def test_logs_carry_positions_and_counts_never_payload(handler, resources, monkeypatch):
+    # GIVEN the handler's JSON log stream captured, and a canary in an event id and in a malformed payload
+    stream = io.StringIO()
+    monkeypatch.setattr(handler.logger.registered_handler, "stream", stream)
+    canary = "CANARY-5b1e0c"
+    evs = valid_events(3)
+    evs[0]["event_id"] = canary
+    # WHEN a batch is processed
+    handler.lambda_handler(event_of(evs + [b'{"note": "' + canary.encode() + b'"']), LambdaContext())
+    # THEN the log line has positions and counts, and the canary appears nowhere
+    out = stream.getvalue()
+    assert canary not in out
+    line = next(json.loads(l) for l in out.splitlines() if '"batch processed"' in l)
+    assert line["scored"] == 3 and line["quarantined"] == 1 and line["shard_id"] == "shardId-000000000000"
+    assert line["first_sequence_number"] and line["last_sequence_number"]
+
+
+def run_cold_start(env_overrides):
+    env = {k: v for k, v in os.environ.items() if k not in ("SCORES_TABLE", "DLQ_URL", "MODEL_URI")}
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-c", "import consumers.handler"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cold_start_fails_naming_a_missing_variable(resources):
+    proc = run_cold_start({"DLQ_URL": resources["dlq_url"], "MODEL_URI": "model/bundles/default"})
+    assert proc.returncode != 0
+    assert "SCORES_TABLE" in proc.stderr
+
+
+def test_cold_start_fails_naming_an_unreadable_model(resources, tmp_path):
+    proc = run_cold_start({"SCORES_TABLE": "scores", "DLQ_URL": resources["dlq_url"], "MODEL_URI": str(tmp_path / "nope")})
+    assert proc.returncode != 0
+    assert str(tmp_path / "nope") in proc.stderr
