@@ -11,10 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LOCAL_REGION = "us-east-1"
 LOCAL_ENV = {
@@ -37,6 +39,9 @@ class MotoServer:
     port: int = 0
     startup_timeout_s: float = 30.0
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    # moto logs every request to stderr: a pipe nobody drains fills up (64 KiB) and blocks the server,
+    # so its output goes to a file that is read only to explain a failed start.
+    _log: "tempfile._TemporaryFileWrapper[bytes] | None" = field(default=None, init=False, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -48,15 +53,16 @@ class MotoServer:
     def start(self) -> "MotoServer":
         if not self.port:
             self.port = free_port()
+        self._log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True,
             env={**os.environ, **LOCAL_ENV},
         )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                err = Path(self._log.name).read_text(errors="replace")
                 raise RuntimeError(f"moto server exited at start (code {self._proc.returncode}): {err[-2000:]}")
             try:
                 urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
@@ -85,8 +91,9 @@ class MotoServer:
                 pass
             proc.wait(timeout=5)
         finally:
-            if proc.stderr:
-                proc.stderr.close()
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def __enter__(self) -> "MotoServer":
         return self.start()
