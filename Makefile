@@ -14,16 +14,14 @@ EVENTS ?= 20000
 SHARDS ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: help venv test run clean
+.PHONY: help venv test run clean package lint
 help:
 	@echo "make run    run the whole pipeline locally (EVENTS=$(EVENTS) SHARDS=$(SHARDS))"
 	@echo "make test   run the test suite"
 
 $(STAMP): requirements/lambda.txt requirements/dev.txt
 	@test -n "$(PYTHON)" || { echo "error: no python3.12 or python3.11 found" >&2; exit 1; }
-	@echo "creating $(VENV) with $(PYTHON)"
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	touch $@
@@ -38,3 +36,10 @@ run: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis
+
+# The Lambda artifact in build/lambda (sam/template.yaml's CodeUri); ARCH=arm64 for Graviton (docs/deploy.md).
+package: $(STAMP)
+	$(PY) sam/package.py $(if $(ARCH),--arch $(ARCH))
+
+lint: $(STAMP)
+	$(VENV)/bin/cfn-lint sam/template.yaml
