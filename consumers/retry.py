@@ -52,12 +52,14 @@ class Backoff:
 
     def wait(self, attempt: int, deadline: Deadline) -> bool:
         """Sleep before retry number ``attempt`` (0-based). False, without sleeping, when the retry
-        budget or the deadline does not allow another try."""
+        budget is spent or too little time is left for another try. A jittered pause longer than the
+        time left is shortened to half of it, so the last try still fits before the deadline."""
         if attempt + 1 >= self.max_attempts:
             return False
-        pause = self.delay(attempt)
-        if pause >= deadline.remaining():
+        left = deadline.remaining()
+        if left <= self.base_s:
             return False
+        pause = min(self.delay(attempt), left / 2)
         if pause > 0:
             self.sleep(pause)
         return True

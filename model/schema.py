@@ -74,7 +74,7 @@ class FeatureSchema:
         if not isinstance(id_field, str) or not id_field:
             raise bad("id_field must be a non-empty string")
         id_max = raw.get("id_max_length", 512)
-        if not isinstance(id_max, int) or not 1 <= id_max <= 2048:
+        if isinstance(id_max, bool) or not isinstance(id_max, int) or not 1 <= id_max <= 2048:
             raise bad("id_max_length must be an integer in 1..2048 (DynamoDB partition key limit)")
         items = raw.get("features")
         if not isinstance(items, list) or not items:
