@@ -102,9 +102,17 @@ class SQSQuarantine:
                               exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else exc)
                     return pending
             else:
-                failed_ids = {f["Id"] for f in resp.get("Failed", [])}
-                if not failed_ids:
+                failed = resp.get("Failed", [])
+                if not failed:
                     return []
+                # SenderFault: the message itself was refused; sending it again now cannot help.
+                hopeless = {f["Id"] for f in failed if f.get("SenderFault")}
+                if hopeless:
+                    log.error("SendMessageBatch refused %d entries (sender fault): %s", len(hopeless),
+                              sorted({f.get("Code", "") for f in failed if f.get("SenderFault")}))
+                failed_ids = {f["Id"] for f in failed}
+                if hopeless == failed_ids:
+                    return [e for e in pending if e["Id"] in failed_ids]
                 pending = [e for e in pending if e["Id"] in failed_ids]
             if not self.backoff.wait(attempt, deadline):
                 break

@@ -150,3 +150,22 @@ def test_cold_start_fails_naming_an_unreadable_model(resources, tmp_path):
     proc = run_cold_start({"SCORES_TABLE": "scores", "DLQ_URL": resources["dlq_url"], "MODEL_URI": str(tmp_path / "nope")})
     assert proc.returncode != 0
     assert str(tmp_path / "nope") in proc.stderr
+
+
+def test_sender_fault_is_not_retried_in_the_invocation(handler, resources):
+    # GIVEN SQS refusing the message itself (SenderFault), which no immediate resend can cure
+    class SenderFaultSQS:
+        calls = 0
+
+        def send_message_batch(self, QueueUrl, Entries, **kw):
+            SenderFaultSQS.calls += 1
+            return {"Successful": [], "Failed": [{"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents"}
+                                                for e in Entries]}
+
+    handler.RUNTIME.quarantine.client = SenderFaultSQS()
+    event = event_of([b"{broken"])
+    # WHEN the handler runs
+    resp = handler.lambda_handler(event, LambdaContext())
+    # THEN one call, and the record goes back to Lambda rather than being lost
+    assert SenderFaultSQS.calls == 1
+    assert resp == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
