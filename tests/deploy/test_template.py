@@ -1,0 +1,500 @@
+"""sam/template.yaml: cfn-lint clean, the settings the design depends on, and least-privilege IAM.
+
+cfn-lint validates resource properties, but not the values inside a SAM ``Events:`` block once they use
+``!Ref`` (checked: a misspelt ``MaxRetryAttempts`` there passes), so the event-source settings are asserted
+here, resolved the way the local poller resolves them (``!Ref Param`` -> the parameter's ``Default``).
+
+The IAM test derives the actions the *shipped* code calls from its source (``ast``: the import closure of
+``consumers.handler``, the same files ``sam/package.py`` ships), maps each client method to its API name with
+botocore's own service model, and compares with what the role grants. Actions Lambda itself needs on the
+function's behalf (event-source mapping, on-failure destination, logs, traces, KMS) are listed below, each
+with the page that requires it; anything else granted fails the test.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from consumers import limits
+from consumers.config import Settings
+from consumers.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "sam" / "template.yaml"
+SAMCONFIG = REPO / "sam" / "samconfig.toml"
+
+
+def _load_package_module():
+    spec = importlib.util.spec_from_file_location("sam_package", REPO / "sam" / "package.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+package = _load_package_module()
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    from cfnlint.decode import cfn_yaml
+
+    return cfn_yaml.load(str(TEMPLATE))
+
+
+def resources_of(template: dict, type_: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def default(template: dict, value: Any) -> Any:
+    """A literal, or ``{"Ref": Param}`` resolved to the parameter's Default (what the poller does)."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in template.get("Parameters", {}):
+        raw = template["Parameters"][value["Ref"]]["Default"]
+        return int(raw) if template["Parameters"][value["Ref"]]["Type"] == "Number" else raw
+    return value
+
+
+def refs(value: Any) -> set[str]:
+    """Logical ids and parameters a value points at (Ref, GetAtt, ${...} in Sub), through Fn::If branches."""
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref":
+                out.add(str(inner).split(".")[0])
+            elif key == "Fn::GetAtt":
+                out.add((inner[0] if isinstance(inner, list) else str(inner)).split(".")[0])
+            elif key == "Fn::Sub":
+                text, variables = (inner, {}) if isinstance(inner, str) else (inner[0], inner[1])
+                out |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text)} - set(variables)
+                out |= refs(variables)
+            elif key == "Fn::If":
+                out |= refs(inner[1]) | refs(inner[2])
+            else:
+                out |= refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            out |= refs(inner)
+    return out - {"AWS::NoValue", "AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::StackName"}
+
+
+@pytest.fixture(scope="module")
+def function(template) -> dict:
+    return template["Resources"]["ScoringFunction"]
+
+
+@pytest.fixture(scope="module")
+def esm(template, function) -> dict:
+    events = function["Properties"]["Events"]
+    assert set(events) == {"Stream"}, "one event named Stream (the local poller looks it up by name)"
+    assert events["Stream"]["Type"] == "Kinesis"
+    return {k: default(template, v) for k, v in events["Stream"]["Properties"].items()}
+
+
+# ------------------------------------------------------------------------------------------------ lint
+
+
+def test_cfn_lint_reports_nothing():
+    from cfnlint.api import ManualArgs, lint_file
+
+    matches = lint_file(TEMPLATE, config=ManualArgs(regions=["us-east-1"]))
+    assert [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches] == []
+
+
+def test_samconfig_has_dev_and_prod_stages():
+    import tomllib
+
+    config = tomllib.loads(SAMCONFIG.read_text())
+    for stage in ("dev", "prod"):
+        deploy = config[stage]["deploy"]["parameters"]
+        assert deploy["stack_name"].endswith(stage)
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        assert deploy["resolve_s3"] is True
+    prod = config["prod"]["deploy"]["parameters"]["parameter_overrides"]
+    assert "TableDeletionProtection=true" in prod
+
+
+# ------------------------------------------------------------------------------------------------ function
+
+
+def test_function_runtime_code_and_tracing(template, function):
+    props = function["Properties"]
+    assert props["Runtime"] == "python3.12"
+    assert props["Handler"] == "consumers.handler.lambda_handler"
+    assert props["Tracing"] == "Active"
+    assert default(template, props["Architectures"][0]) == "x86_64"
+    assert set(template["Parameters"]["Architecture"]["AllowedValues"]) == set(package.PLATFORMS)
+    # The code is what `make package` builds: the template points at package.py's default output and
+    # tells `sam build` not to rebuild it (SAM's python builder would drop every *.so and __pycache__).
+    code_dir = (TEMPLATE.parent / props["CodeUri"]).resolve()
+    assert code_dir == package.DEFAULT_OUT.resolve()
+    assert function["Metadata"]["SkipBuild"] is True
+    assert props["AutoPublishAlias"] == "live"
+
+
+def test_memory_and_timeout_defaults(template, function):
+    props = function["Properties"]
+    assert default(template, props["MemorySize"]) == 1769  # one full vCPU
+    timeout = default(template, props["Timeout"])
+    assert 30 <= timeout <= 120
+    # the handler keeps TIME_RESERVE_MS back from the deadline to answer with batchItemFailures
+    reserve_ms = {f.name: f.default for f in dataclasses.fields(Settings)}["time_reserve_ms"]
+    assert reserve_ms / 1000 < timeout / 10
+
+
+def test_reserved_concurrency_is_optional(template, function):
+    assert function["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    assert template["Parameters"]["ReservedConcurrency"]["Default"] == -1
+
+
+def test_environment_builds_valid_settings(template, function):
+    """Every variable Settings.from_env requires is set by the template, and the defaults are valid."""
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["SCORES_TABLE"] == {"Ref": "ScoresTable"}
+    assert variables["DLQ_URL"] == {"Ref": "QuarantineQueue"}
+    assert variables["MODEL_URI"] == {"Ref": "ModelUri"}
+    for name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"):
+        assert name in variables
+    env = {}
+    for name, value in variables.items():
+        resolved = default(template, value)
+        env[name] = str(resolved) if not isinstance(resolved, dict) else f"<{name}>"
+    settings = Settings.from_env(env)
+    assert settings.model_uri == "model/bundles/default"
+    assert settings.model_cache_dir.startswith("/tmp/")  # the only writable path on Lambda
+    with pytest.raises(ConfigError):
+        Settings.from_env({k: v for k, v in env.items() if k != "SCORES_TABLE"})
+
+
+def test_log_group_is_the_functions_with_retention(template, function):
+    group = template["Resources"]["ScoringLogGroup"]["Properties"]
+    assert function["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": "ScoringLogGroup"}
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${AWS::StackName}-scoring"}
+    assert function["Properties"]["FunctionName"] == {"Fn::Sub": "${AWS::StackName}-scoring"}
+    assert default(template, group["RetentionInDays"]) == 30
+
+
+# ------------------------------------------------------------------------------------------------ stream + mapping
+
+
+def test_event_source_mapping_settings(template, esm):
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["BatchSize"] == limits.KINESIS_ESM_MAX_BATCH_SIZE  # the 6 MB payload caps it further
+    assert 1 <= esm["MaximumBatchingWindowInSeconds"] <= 5
+    assert esm["StartingPosition"] in ("LATEST", "TRIM_HORIZON")
+    assert esm["BisectBatchOnFunctionError"] is True
+    assert 0 < esm["MaximumRetryAttempts"] <= 10  # finite: -1 retries until the record expires
+    assert 3600 <= esm["MaximumRecordAgeInSeconds"] <= 86400
+    assert esm["ParallelizationFactor"] == 1
+    assert esm["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["FailureQueue", "Arn"]}}}
+    # a discarded batch can be replayed from the stream only while its records are still there
+    retention_s = default(template, template["Resources"]["EventStream"]["Properties"]["RetentionPeriodHours"]) * 3600
+    assert esm["MaximumRecordAgeInSeconds"] <= retention_s / 2
+
+
+def test_event_source_parameters_allow_only_valid_values(template):
+    p = template["Parameters"]
+    assert p["BatchSize"]["MaxValue"] == limits.KINESIS_ESM_MAX_BATCH_SIZE
+    assert p["MaximumBatchingWindowInSeconds"]["MaxValue"] == limits.KINESIS_ESM_MAX_BATCHING_WINDOW_S
+    assert p["ParallelizationFactor"]["MaxValue"] == limits.KINESIS_ESM_MAX_PARALLELIZATION_FACTOR
+    assert p["MaximumRetryAttempts"]["MaxValue"] == limits.KINESIS_ESM_MAX_RETRY_ATTEMPTS
+    assert p["MaximumRetryAttempts"]["MinValue"] >= 0, "-1 (infinite) must not be allowed"
+    assert p["MaximumRecordAgeInSeconds"]["MinValue"] > 0, "-1 (infinite) must not be allowed"
+    assert set(p["StartingPosition"]["AllowedValues"]) <= {"LATEST", "TRIM_HORIZON"}
+
+
+def test_mapping_reads_the_stream_or_the_enhanced_fan_out_consumer(function):
+    stream = function["Properties"]["Events"]["Stream"]["Properties"]["Stream"]
+    assert stream == {"Fn::If": ["UseEnhancedFanOut", {"Fn::GetAtt": ["StreamConsumer", "ConsumerARN"]},
+                                 {"Fn::If": ["CreateStream", {"Fn::GetAtt": ["EventStream", "Arn"]},
+                                             {"Ref": "ExistingStreamArn"}]}]}
+
+
+def test_stream_mode_encryption_and_existing_stream(template):
+    stream = template["Resources"]["EventStream"]
+    assert stream["Condition"] == "CreateStream"
+    assert template["Conditions"]["CreateStream"] == {"Fn::Equals": [{"Ref": "ExistingStreamArn"}, ""]}
+    props = stream["Properties"]
+    assert props["StreamModeDetails"] == {"StreamMode": {"Ref": "StreamMode"}}
+    assert set(template["Parameters"]["StreamMode"]["AllowedValues"]) == {"ON_DEMAND", "PROVISIONED"}
+    assert props["ShardCount"] == {"Fn::If": ["CreateProvisionedStream", {"Ref": "ShardCount"}, {"Ref": "AWS::NoValue"}]}
+    assert props["StreamEncryption"]["EncryptionType"] == "KMS"
+    assert props["StreamEncryption"]["KeyId"] == {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, "alias/aws/kinesis"]}
+    consumer = template["Resources"]["StreamConsumer"]
+    assert consumer["Type"] == "AWS::Kinesis::StreamConsumer" and consumer["Condition"] == "UseEnhancedFanOut"
+    assert template["Parameters"]["EnhancedFanOut"]["Default"] == "false"
+
+
+# ------------------------------------------------------------------------------------------------ table, queues, bucket
+
+
+def test_scores_table(template):
+    table = template["Resources"]["ScoresTable"]
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "event_id", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "event_id", "AttributeType": "S"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True and props["SSESpecification"]["SSEType"] == "KMS"
+    assert table["DeletionPolicy"] == "Retain" and table["UpdateReplacePolicy"] == "Retain"
+    # the writer's attributes (consumers/sink.py) use the key and ttl names the table declares
+    sink = ast.parse((REPO / "consumers" / "sink.py").read_text())
+    strings = {n.value for n in ast.walk(sink) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert {"event_id", "ttl"} <= strings
+
+
+def test_queues_are_encrypted_and_keep_messages_14_days(template):
+    for name in ("QuarantineQueue", "FailureQueue"):
+        props = template["Resources"][name]["Properties"]
+        assert props["KmsMasterKeyId"] == {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, "alias/aws/sqs"]}
+        assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert "RedrivePolicy" not in props, "nothing consumes these queues automatically"
+        assert "FifoQueue" not in props  # SendMessageBatch of 10 without group ids
+
+
+def test_model_bucket_or_existing_bucket(template):
+    bucket = template["Resources"]["ModelBucket"]
+    assert bucket["Condition"] == "CreateModelBucket"
+    props = bucket["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}  # rollback of an overwritten bundle
+    assert props["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True)
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert {"ModelBucketName", "ModelPrefix", "ModelUri"} <= set(template["Parameters"])
+
+
+# ------------------------------------------------------------------------------------------------ alarms, outputs
+
+
+def test_alarms(template):
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"],
+                tuple(sorted(refs(a["Properties"]["Dimensions"])))) for a in alarms.values()}
+    assert watched == {
+        ("AWS/Lambda", "IteratorAge", ("ScoringFunction",)),
+        ("AWS/Lambda", "Errors", ("ScoringFunction",)),
+        ("AWS/Lambda", "Throttles", ("ScoringFunction",)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("QuarantineQueue",)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("FailureQueue",)),
+    }
+    topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    for name, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == topic, name
+        assert alarm["Properties"]["OKActions"] == topic, name
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching", name
+    assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
+
+
+def test_outputs_name_everything_a_user_needs(template):
+    outputs = template["Outputs"]
+    assert {"FunctionName", "FunctionArn", "FunctionAliasArn", "EventSourceMappingId", "LogGroupName",
+            "StreamName", "StreamArn", "StreamConsumerArn", "ScoresTableName", "ScoresTableArn",
+            "QuarantineQueueUrl", "QuarantineQueueArn", "FailureQueueUrl", "FailureQueueArn",
+            "ModelBucketName", "ModelPrefix", "ModelUri", "RoleArn"} <= set(outputs)
+    # SAM-generated resources: <Function>.Alias / .Version and the mapping <Function><EventName>
+    generated = {"ScoringFunctionStream"}
+    for name, output in outputs.items():
+        for target in refs(output["Value"]):
+            assert target in template["Resources"] or target in template["Parameters"] or target in generated, (
+                name, target)
+        value = output["Value"]
+        if "Fn::If" not in value:  # a conditional resource outside an Fn::If needs the output's Condition
+            for target in refs(value) & set(template["Resources"]):
+                condition = template["Resources"][target].get("Condition")
+                assert output.get("Condition") == condition, f"output {name} needs Condition {condition}"
+
+
+# ------------------------------------------------------------------------------------------------ IAM
+
+# IAM authorises some API calls under another action's name. Each entry: botocore's API name -> IAM action.
+# SQS: "SendMessageBatch ... permissions are the same as for SendMessage" (also Delete/ChangeVisibility):
+#   https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-api-permissions-reference.html
+# S3: HeadObject needs s3:GetObject, ListObjectsV2 needs s3:ListBucket:
+#   https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html and .../API_ListObjectsV2.html
+IAM_ALIASES = {
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:ListObjectsV2": "s3:ListBucket",
+}
+
+# What Lambda does with the function's role without the code calling it, and on which resources.
+PLATFORM_ACTIONS = {
+    # Event-source mapping polling the stream:
+    # https://docs.aws.amazon.com/lambda/latest/dg/services-kinesis-create.html
+    "kinesis:DescribeStream": {"EventStream", "ExistingStreamArn"},
+    "kinesis:DescribeStreamSummary": {"EventStream", "ExistingStreamArn"},
+    "kinesis:GetRecords": {"EventStream", "ExistingStreamArn"},
+    "kinesis:GetShardIterator": {"EventStream", "ExistingStreamArn"},
+    "kinesis:ListShards": {"EventStream", "ExistingStreamArn"},
+    # ... through an enhanced fan-out consumer (same page; SubscribeToShard's resource is the consumer)
+    "kinesis:SubscribeToShard": {"StreamConsumer"},
+    "kinesis:DescribeStreamConsumer": {"StreamConsumer"},
+    # On-failure destination: https://docs.aws.amazon.com/lambda/latest/dg/kinesis-on-failure-destination.html
+    "sqs:SendMessage": {"FailureQueue"},
+    # Customer managed key: consumers need kms:Decrypt
+    # (https://docs.aws.amazon.com/streams/latest/dev/permissions-user-key-KMS.html), SQS producers
+    # kms:GenerateDataKey + kms:Decrypt
+    # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html)
+    "kms:Decrypt": {"KmsKeyArn"},
+    "kms:GenerateDataKey": {"KmsKeyArn"},
+    # The runtime's log and trace writers: https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs.html
+    # and https://docs.aws.amazon.com/lambda/latest/dg/services-xray.html (X-Ray has no resource-level permissions)
+    "logs:CreateLogStream": {"ScoringLogGroup"},
+    "logs:PutLogEvents": {"ScoringLogGroup"},
+    "xray:PutTraceSegments": {"*"},
+    "xray:PutTelemetryRecords": {"*"},
+}
+
+# Where the code's calls land: the resource behind the variable the handler builds each client's target from.
+CODE_RESOURCES = {"dynamodb": {"ScoresTable"}, "sqs": {"QuarantineQueue"},
+                  "s3": {"ModelBucket", "ModelBucketName", "ModelPrefix"}}
+
+CLIENT_FACTORIES = {"client", "create_client", "resource"}
+
+
+def shipped_sources() -> dict[str, Path]:
+    """The modules the package ships: the import closure of consumers.handler (sam/package.py)."""
+    return package.project_closure()
+
+
+def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str]]:
+    """IAM actions of the AWS API calls in ``sources``: {action: {"file:line", ...}} and the client services.
+
+    A client's service is identified from ``<x>.client("svc")`` (or ``create_client`` / ``resource``);
+    calls ``<obj>.<method>(...)`` whose method is an operation of one of those services (botocore's
+    ``method_to_api_mapping``) become ``<signing name>:<Operation>``; so do JSON-protocol targets written
+    out as strings (``"DynamoDB_20120810.BatchWriteItem"``), for a writer that bypasses the client.
+    """
+    import boto3
+
+    trees = {name: ast.parse(path.read_text(), filename=str(path)) for name, path in sources.items()}
+    services: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in CLIENT_FACTORIES):
+                arg = node.args[0] if node.args else next(
+                    (k.value for k in node.keywords if k.arg == "service_name"), None)
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    services.add(arg.value)
+    models = {svc: boto3.client(svc, region_name="us-east-1").meta for svc in services}
+    by_target = {m.service_model.metadata.get("targetPrefix"): svc for svc, m in models.items()}
+    found: dict[str, set[str]] = {}
+
+    def add(svc: str, operation: str, where: str) -> None:
+        action = f"{models[svc].service_model.signing_name}:{operation}"
+        found.setdefault(IAM_ALIASES.get(action, action), set()).add(where)
+
+    for name, tree in trees.items():
+        where_file = str(sources[name].relative_to(REPO))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                for svc, meta in models.items():
+                    if node.func.attr in meta.method_to_api_mapping:
+                        add(svc, meta.method_to_api_mapping[node.func.attr], f"{where_file}:{node.lineno}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                m = re.fullmatch(r"([A-Za-z0-9_]+)\.([A-Z][A-Za-z0-9]+)", node.value)
+                if m and m.group(1) in by_target:
+                    add(by_target[m.group(1)], m.group(2), f"{where_file}:{node.lineno}")
+    return found, services
+
+
+def role_statements(template: dict) -> Iterator[dict]:
+    """Every Allow statement of the function's role, both branches of each Fn::If (all options on)."""
+    role = template["Resources"]["ScoringFunctionRole"]["Properties"]
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:
+                branches = [b for b in statement["Fn::If"][1:] if b != {"Ref": "AWS::NoValue"}]
+            else:
+                branches = [statement]
+            yield from branches
+
+
+def actions_of(statement: dict) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def resource_targets(statement: dict) -> set[str]:
+    resource = statement["Resource"]
+    return {"*"} if resource == "*" else refs(resource)
+
+
+@pytest.fixture(scope="module")
+def derived():
+    return code_actions(shipped_sources())
+
+
+def test_code_actions_are_derived_from_every_client_the_code_builds(derived):
+    actions, services = derived
+    assert services, "no boto3 client construction found in the shipped code"
+    for svc in services:
+        assert any(a.startswith(f"{svc}:") for a in actions), (
+            f"the code builds a {svc} client but no call on it was recognised: the derivation missed it")
+
+
+def test_role_grants_exactly_the_code_actions_plus_what_lambda_needs(template, derived):
+    actions, _ = derived
+    granted: dict[str, set[str]] = {}
+    for statement in role_statements(template):
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        for action in actions_of(statement):
+            assert "*" not in action, f"wildcard action {action}"
+            granted.setdefault(action, set()).update(resource_targets(statement))
+
+    missing = {a: sorted(w) for a, w in actions.items() if a not in granted}
+    assert not missing, f"the code calls these but the role does not grant them: {missing}"
+    extra = sorted(set(granted) - set(actions) - set(PLATFORM_ACTIONS))
+    assert not extra, f"the role grants actions neither the code nor Lambda uses: {extra}"
+
+    for action, targets in granted.items():
+        service = action.split(":")[0]
+        allowed = set(PLATFORM_ACTIONS.get(action, set()))
+        if action in actions:
+            allowed |= CODE_RESOURCES[service]
+        assert targets <= allowed, f"{action} is granted on {sorted(targets - allowed)}, expected only {sorted(allowed)}"
+        if action in actions:
+            assert targets & CODE_RESOURCES[service], f"{action} is not granted on {CODE_RESOURCES[service]}"
+
+
+def test_only_xray_is_granted_on_every_resource(template):
+    for statement in role_statements(template):
+        if statement["Resource"] == "*":
+            assert all(a.startswith("xray:") for a in actions_of(statement)), statement
+
+
+def test_model_reads_are_limited_to_the_model_prefix(template):
+    (statement,) = [s for s in role_statements(template) if "s3:GetObject" in actions_of(s)]
+    text, variables = statement["Resource"]["Fn::Sub"]
+    assert text == "arn:${AWS::Partition}:s3:::${Bucket}/${ModelPrefix}*"
+    assert variables["Bucket"] == {"Fn::If": ["CreateModelBucket", {"Ref": "ModelBucket"}, {"Ref": "ModelBucketName"}]}
+
+
+def test_function_uses_the_written_role_and_no_generated_policies(template, function):
+    props = function["Properties"]
+    assert props["Role"] == {"Fn::GetAtt": ["ScoringFunctionRole", "Arn"]}
+    assert "Policies" not in props, "SAM would create its own role (with AWSLambdaKinesisExecutionRole)"
+    role = template["Resources"]["ScoringFunctionRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert list(resources_of(template, "AWS::IAM::Role")) == ["ScoringFunctionRole"]
+
+
+def test_env_targets_match_the_granted_resources(template, function):
+    """The table/queue the code is pointed at are the ones the role lets it write."""
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert refs(variables["SCORES_TABLE"]) == CODE_RESOURCES["dynamodb"]
+    assert refs(variables["DLQ_URL"]) == CODE_RESOURCES["sqs"]
+    on_failure = function["Properties"]["Events"]["Stream"]["Properties"]["DestinationConfig"]["OnFailure"]
+    assert refs(on_failure["Destination"]) == PLATFORM_ACTIONS["sqs:SendMessage"]
