@@ -48,7 +48,7 @@ def main() -> int:
     server.start()
     try:
         if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-            os.system(f"taskset -pc 1 {server._proc.pid} >/dev/null 2>&1")  # moto on the other core
+            os.system(f"taskset -pc 1 {server.pid} >/dev/null 2>&1")  # moto on the other core
         import boto3
 
         from consumers.local.resources import create_queue, create_scores_table

@@ -72,6 +72,14 @@ class MotoServer:
         self.stop()
         raise RuntimeError(f"moto server did not answer on {self.endpoint} within {self.startup_timeout_s:.0f} s")
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        """True while the server process runs (a run stops early instead of hanging when it dies)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def reset(self) -> None:
         """Forget every resource (moto's reset API): a clean slate between tests."""
         req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")

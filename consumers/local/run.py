@@ -721,9 +721,8 @@ def _run(args: argparse.Namespace, settings: Any, fn_env: dict, ResourceRef: typ
     try:
         while not stop.is_set():
             progress.show(status())
-            proc = getattr(server, "_proc", None)
-            if proc is not None and proc.poll() is not None:
-                errors.append(f"the moto server exited (code {proc.returncode}) during the run")
+            if server is not None and not server.alive():
+                errors.append("the moto server exited during the run")
                 break
             if poller.error is not None:
                 errors.append(f"poller: {poller.error}")
