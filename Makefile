@@ -14,10 +14,11 @@ EVENTS ?= 20000
 SHARDS ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: help venv test run clean package lint
+.PHONY: help venv test run clean package lint audit
 help:
 	@echo "make run    run the whole pipeline locally (EVENTS=$(EVENTS) SHARDS=$(SHARDS))"
 	@echo "make test   run the test suite"
+	@echo "make audit  check the pinned requirements for known vulnerabilities (pip-audit; docs/security.md)"
 
 $(STAMP): requirements/lambda.txt requirements/dev.txt
 	@test -n "$(PYTHON)" || { echo "error: no python3.12 or python3.11 found" >&2; exit 1; }
@@ -43,3 +44,22 @@ package: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/cfn-lint sam/template.yaml
+
+# Benchmarks (benchmarks/README.md): the measured process on core 0, moto / the fake DynamoDB on core 1.
+# `make bench` writes benchmarks/results/*.json, *.png and REPORT.md (~15 min); `make bench-smoke` runs every
+# step on tiny sizes into a temporary directory (~1 min).
+.PHONY: bench bench-smoke
+bench: $(STAMP)
+	taskset -c 0 $(PY) -m benchmarks.run_all
+
+bench-smoke: $(STAMP)
+	taskset -c 0 $(PY) -m benchmarks.run_all --quick
+
+# Known vulnerabilities in the pinned requirements (docs/security.md, "Dependency audit"). The pins are the full
+# resolved closure, so no resolution is needed (--disable-pip --no-deps). --strict: a package the vulnerability
+# service cannot look up fails the audit instead of being skipped, so an unreachable service never passes.
+# Accepted findings: AUDIT_ARGS="--ignore-vuln ID ..." with the reason recorded in docs/security.md.
+AUDIT_ARGS ?=
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --progress-spinner off \
+		-r requirements/lambda.txt -r requirements/dev.txt $(AUDIT_ARGS)

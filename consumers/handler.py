@@ -21,9 +21,11 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from botocore.config import Config
 
 from consumers.config import Settings
+from consumers.ddb_http import LeanDynamoDBSink
 from consumers.features import Vectorizer
 from consumers.pipeline import process_batch
 from consumers.quarantine import SQSQuarantine
@@ -55,7 +57,7 @@ class Runtime:
     settings: Settings
     scorer: BoosterScorer
     vectorizer: Vectorizer
-    sink: DynamoDBSink
+    sink: DynamoDBSink | LeanDynamoDBSink
     quarantine: SQSQuarantine
     last_outcome: BatchOutcome | None = None  # for the local poller's live progress; one invocation at a time
 
@@ -71,8 +73,9 @@ class Runtime:
             settings=settings,
             scorer=BoosterScorer.from_bundle(bundle),
             vectorizer=Vectorizer(bundle.schema),
-            sink=DynamoDBSink(session.client("dynamodb", config=client_config(pool)), settings.scores_table,
-                              backoff=backoff, ttl_days=settings.score_ttl_days, executor=executor),
+            sink=(LeanDynamoDBSink if settings.scores_writer == "lean" else DynamoDBSink)(
+                session.client("dynamodb", config=client_config(pool)), settings.scores_table,
+                backoff=backoff, ttl_days=settings.score_ttl_days, executor=executor),
             quarantine=SQSQuarantine(session.client("sqs", config=client_config(pool)), settings.dlq_url,
                                      backoff=backoff),
         )
@@ -117,7 +120,7 @@ def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
     for stage in ("decode", "vectorize", "predict", "write"):
         metrics.add_metric(name=f"{stage.capitalize()}Milliseconds", unit=MetricUnit.Milliseconds,
                            value=outcome.timings_ms.get(f"{stage}_ms", 0.0))
-    for reason, count in reasons.items():
+    for reason, count in reasons.items() if not is_metrics_disabled() else ():
         with single_metric(name="RecordsQuarantinedByReason", unit=MetricUnit.Count, value=count,
                            namespace=NAMESPACE, default_dimensions=metrics.default_dimensions) as m:
             m.add_dimension(name="service", value=SERVICE)

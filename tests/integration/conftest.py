@@ -26,7 +26,19 @@ def resources(boto_session, monkeypatch, tmp_path):
 
 @pytest.fixture
 def handler(resources):
-    """consumers.handler, cold-started against the moto resources."""
+    """consumers.handler, cold-started against the moto resources (the default writer)."""
+    yield from _cold_start()
+
+
+@pytest.fixture
+def botocore_handler(resources, monkeypatch):
+    """The handler with the botocore writer, whose client a test may wrap to inject faults
+    (tests/faultwrap.py); the lean writer's faults are injected on the wire instead."""
+    monkeypatch.setenv("SCORES_WRITER", "botocore")
+    yield from _cold_start()
+
+
+def _cold_start():
     sys.modules.pop("consumers.handler", None)
     module = importlib.import_module("consumers.handler")
     yield module

@@ -65,7 +65,8 @@ def test_redelivery_is_idempotent(handler, resources):
     assert strip(first) == strip(second)
 
 
-def test_unprocessed_items_are_resent_until_written(handler, resources):
+def test_unprocessed_items_are_resent_until_written(botocore_handler, resources):
+    handler = botocore_handler
     # GIVEN DynamoDB returning half of every request as UnprocessedItems for the first 30 calls
     faulty = FaultyDynamoDB(handler.RUNTIME.sink.client, unprocessed_fraction=0.5, unprocessed_calls=30)
     handler.RUNTIME.sink.client = faulty
@@ -78,7 +79,8 @@ def test_unprocessed_items_are_resent_until_written(handler, resources):
 
 
 @pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"])
-def test_throttled_requests_back_off_and_succeed(handler, resources, code):
+def test_throttled_requests_back_off_and_succeed(botocore_handler, resources, code):
+    handler = botocore_handler
     faulty = FaultyDynamoDB(handler.RUNTIME.sink.client, throttle_calls=6, code=code)
     handler.RUNTIME.sink.client = faulty
     resp = handler.lambda_handler(event_of(valid_events(100)), LambdaContext())
@@ -87,7 +89,8 @@ def test_throttled_requests_back_off_and_succeed(handler, resources, code):
     assert len(items_by_id(resources)) == 100
 
 
-def test_persistent_throttling_returns_retries_before_the_timeout(handler, resources):
+def test_persistent_throttling_returns_retries_before_the_timeout(botocore_handler, resources):
+    handler = botocore_handler
     # GIVEN DynamoDB throttling every request, a batch mixing valid and malformed records, and 4 s left
     handler.RUNTIME.sink.client = FaultyDynamoDB(handler.RUNTIME.sink.client, always_throttle=True)
     event = event_of(valid_events(40) + [b"{broken", b"[]"])
