@@ -72,6 +72,7 @@ class Reason(StrEnum):
     NOT_UTF8 = "not_utf8"
     BAD_JSON = "bad_json"
     NOT_OBJECT = "not_object"
+    DUPLICATE_KEY = "duplicate_key"  # a JSON object (at any depth) names a key twice: parsers disagree on its value
     MISSING_ID = "missing_id"
     BAD_ID = "bad_id"
     MISSING_FIELD = "missing_field"

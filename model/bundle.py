@@ -47,6 +47,10 @@ CARD_KEYS = ("version", "model_sha256", "features_sha256", "features", "objectiv
 OBJECTIVE = "binary:logistic"  # the consumer stores the prediction as a probability
 DEFAULT_CACHE_DIR = "/tmp/model-cache"  # /tmp is the only writable path on Lambda
 VERSION_CHARS = 16
+# Size caps, checked before a file is read or while it downloads: a bundle is input too, and an oversized
+# (or endless) object must fail the cold start with a ModelError, not fill /tmp (512 MB by default) or memory.
+# The default model (200 trees of depth 6) is ~0.5 MB and its schema and card ~5 KB each.
+MAX_FILE_BYTES = {MODEL_FILE: 200 * 1024 * 1024, FEATURES_FILE: 1024 * 1024, CARD_FILE: 1024 * 1024}
 
 
 def sha256_hex(data: bytes) -> str:
@@ -137,6 +141,18 @@ class ModelBundle:
         return str(self.card["version"])
 
 
+def _over_cap(name: str, size: int | str) -> str:
+    return f"{name} is {size} bytes, over its cap of {MAX_FILE_BYTES[name]} bytes (model/bundle.py MAX_FILE_BYTES)"
+
+
+def _read_capped(path: Path, uri: str) -> bytes:
+    with path.open("rb") as fh:
+        data = fh.read(MAX_FILE_BYTES[path.name] + 1)  # never more than the cap, even if the file grows
+    if len(data) > MAX_FILE_BYTES[path.name]:
+        raise ModelError(f"model bundle {uri}: {_over_cap(path.name, f'more than {MAX_FILE_BYTES[path.name]}')}")
+    return data
+
+
 def _read_verified(directory: Path, uri: str) -> tuple[dict[str, Any], bytes, bytes]:
     """card, model bytes, features bytes of a bundle directory whose hashes match its card."""
     def bad(msg: str) -> ModelError:
@@ -148,7 +164,7 @@ def _read_verified(directory: Path, uri: str) -> tuple[dict[str, Any], bytes, by
     if missing:
         raise bad(f"missing {', '.join(missing)} in {directory}")
     try:
-        card = json.loads((directory / CARD_FILE).read_bytes())
+        card = json.loads(_read_capped(directory / CARD_FILE, uri))
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise bad(f"{CARD_FILE} is not valid JSON ({exc})") from exc
     if not isinstance(card, dict):
@@ -158,7 +174,7 @@ def _read_verified(directory: Path, uri: str) -> tuple[dict[str, Any], bytes, by
         raise bad(f"{CARD_FILE} lacks {', '.join(lacking)}")
     if card["format"] != "ubj":
         raise bad(f"{CARD_FILE} format is {card['format']!r}, expected 'ubj'")
-    model = (directory / MODEL_FILE).read_bytes()
+    model = _read_capped(directory / MODEL_FILE, uri)
     got = sha256_hex(model)
     if got != card["model_sha256"]:
         raise bad(f"{MODEL_FILE} sha256 is {got} but {CARD_FILE} says {card['model_sha256']} "
@@ -166,7 +182,7 @@ def _read_verified(directory: Path, uri: str) -> tuple[dict[str, Any], bytes, by
     if card["version"] != got[:VERSION_CHARS]:
         raise bad(f"{CARD_FILE} version {card['version']!r} is not sha256({MODEL_FILE})[:{VERSION_CHARS}] "
                   f"{got[:VERSION_CHARS]!r}")
-    features = (directory / FEATURES_FILE).read_bytes()
+    features = _read_capped(directory / FEATURES_FILE, uri)
     got = sha256_hex(features)
     if got != card["features_sha256"]:
         raise bad(f"{FEATURES_FILE} sha256 is {got} but {CARD_FILE} says {card['features_sha256']} "
@@ -238,15 +254,28 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class _TooLarge(Exception):
+    pass
+
+
 def _download(client: Any, bucket: str, key: str, dest: Path, uri: str) -> None:
+    cap = MAX_FILE_BYTES[dest.name]
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as fh:
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+            resp = client.get_object(Bucket=bucket, Key=key)
+            if int(resp.get("ContentLength") or 0) > cap:  # refused before a byte is written
+                raise _TooLarge(resp["ContentLength"])
+            body, size = resp["Body"], 0
             for chunk in iter(lambda: body.read(1 << 20), b""):
+                size += len(chunk)
+                if size > cap:  # a ContentLength that lied, or none: stop at the cap
+                    raise _TooLarge(f"more than {cap}")
                 fh.write(chunk)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
+    except _TooLarge as exc:
+        raise ModelError(f"model bundle {uri}: s3://{bucket}/{key}: {_over_cap(dest.name, exc.args[0])}") from None
     except Exception as exc:  # any failure of the injected client means this bundle cannot be used
         raise ModelError(f"model bundle {uri}: cannot download s3://{bucket}/{key}: "
                          f"{_describe(exc)}") from exc

@@ -1,6 +1,7 @@
 """Integration fixtures: the scores table and DLQ on moto server, and the handler imported fresh
 (its cold start reads the environment, as on Lambda)."""
 import importlib
+import os
 import sys
 
 import pytest
@@ -41,6 +42,9 @@ def botocore_handler(resources, monkeypatch):
 def _cold_start():
     sys.modules.pop("consumers.handler", None)
     module = importlib.import_module("consumers.handler")
+    # Powertools keeps one logging.Logger per service: a level set by an earlier import (another test
+    # module's harness) would survive the re-import. Each cold start gets the level of its environment.
+    module.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"))
     yield module
     if module.RUNTIME.sink.executor is not None:
         module.RUNTIME.sink.executor.shutdown(wait=False)
