@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from collections import Counter
 from typing import Any, Protocol, Sequence
 
 import orjson
@@ -36,9 +37,9 @@ class Quarantine(Protocol):
         ...
 
 
-def message_body(r: Rejected, source_arn: str) -> str:
+def message_fields(r: Rejected, source_arn: str) -> QuarantineMessage:
     truncated = len(r.data) > _MAX_RAW_BYTES
-    body: QuarantineMessage = {
+    return {
         "reason": str(r.reason),
         "detail": r.detail,
         "shard_id": r.position.shard_id,
@@ -52,7 +53,64 @@ def message_body(r: Rejected, source_arn: str) -> str:
         "data_sha256": hashlib.sha256(r.data).hexdigest(),
         "data_truncated": truncated,
     }
-    return orjson.dumps(body).decode("utf-8")
+
+
+def message_body(r: Rejected, source_arn: str) -> str:
+    return orjson.dumps(message_fields(r, source_arn)).decode("utf-8")
+
+
+# One Kinesis record can hold a KPL aggregate of ~120,000 tiny malformed sub-records (1 MiB): a message each
+# would be ~12,000 SendMessageBatch calls, more than an invocation's timeout allows, and the shard would stall
+# on retries. Above this many rejected records in a batch, the sub-records of one aggregate share messages
+# (``records`` lists each one's reason, position and data, packed within 256 KiB), so a batch never needs
+# many more messages than it has Kinesis records. Below it, every record has a message of its own.
+MAX_SEPARATE_MESSAGES = 10_000
+
+
+def _grouped_bodies(members: list[Rejected], source_arn: str) -> list[tuple[str, str, list[Rejected]]]:
+    """Grouped messages for the rejected sub-records of one aggregate: (body, reason, members) each."""
+    first = members[0]
+    reasons = Counter(str(r.reason) for r in members)
+    reason = reasons.most_common(1)[0][0]
+    head = {"reason": reason, "grouped": True, "reasons": dict(reasons), "shard_id": first.position.shard_id,
+            "sequence_number": first.position.sequence_number, "event_source_arn": source_arn,
+            "approximate_arrival_timestamp": first.arrival}
+    budget = SQS_MAX_MESSAGE_BYTES - len(orjson.dumps(head)) - 64
+    out: list[tuple[str, str, list[Rejected]]] = []
+    chunk: list[bytes] = []
+    chunk_members: list[Rejected] = []
+    size = 0
+
+    def flush() -> None:
+        body = orjson.dumps(head)[:-1] + b',"records":[' + b",".join(chunk) + b"]}"
+        out.append((body.decode("utf-8"), reason, list(chunk_members)))
+
+    for r in members:
+        entry = orjson.dumps(message_fields(r, source_arn))
+        if chunk and size + len(entry) + 1 > budget:
+            flush()
+            chunk, chunk_members, size = [], [], 0
+        chunk.append(entry)
+        chunk_members.append(r)
+        size += len(entry) + 1
+    flush()
+    return out
+
+
+def plan_messages(rejected: Sequence[Rejected], source_arn: str) -> list[tuple[str, str, list[Rejected]]]:
+    """The messages for a batch's rejected records: (body, reason attribute, the records it carries)."""
+    if len(rejected) <= MAX_SEPARATE_MESSAGES:
+        return [(message_body(r, source_arn), str(r.reason), [r]) for r in rejected]
+    by_record: dict[tuple[str, str], list[Rejected]] = {}
+    for r in rejected:
+        by_record.setdefault((r.position.shard_id, r.position.sequence_number), []).append(r)
+    out: list[tuple[str, str, list[Rejected]]] = []
+    for members in by_record.values():
+        if len(members) == 1:
+            out.append((message_body(members[0], source_arn), str(members[0].reason), members))
+        else:
+            out.extend(_grouped_bodies(members, source_arn))
+    return out
 
 
 def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -80,14 +138,16 @@ class SQSQuarantine:
         self.backoff = backoff
 
     def send(self, rejected: Sequence[Rejected], source_arn: str, deadline: Deadline) -> list[Rejected]:
+        plan = plan_messages(rejected, source_arn)
         entries = [
-            {"Id": str(i), "MessageBody": message_body(r, source_arn),
-             "MessageAttributes": {"reason": {"DataType": "String", "StringValue": str(r.reason)}}}
-            for i, r in enumerate(rejected)
+            {"Id": str(i), "MessageBody": body,
+             "MessageAttributes": {"reason": {"DataType": "String", "StringValue": reason}}}
+            for i, (body, reason, _) in enumerate(plan)
         ]
         unsent: list[Rejected] = []
         for batch in _batches(entries):
-            unsent.extend(rejected[int(e["Id"])] for e in self._send_batch(batch, deadline))
+            for e in self._send_batch(batch, deadline):
+                unsent.extend(plan[int(e["Id"])][2])
         return unsent
 
     def _send_batch(self, batch: list[dict[str, Any]], deadline: Deadline) -> list[dict[str, Any]]:

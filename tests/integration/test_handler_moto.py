@@ -172,3 +172,26 @@ def test_sender_fault_is_not_retried_in_the_invocation(handler, resources):
     # THEN one call, and the record goes back to Lambda rather than being lost
     assert SenderFaultSQS.calls == 1
     assert resp == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
+
+
+def test_an_aggregate_of_many_malformed_sub_records_does_not_flood_the_dlq(handler, resources):
+    # GIVEN one KPL aggregate of 12,000 malformed sub-records (each would otherwise be its own message)
+    from consumers import kpl
+    from consumers.quarantine import MAX_SEPARATE_MESSAGES
+
+    n = MAX_SEPARATE_MESSAGES + 2_000
+    blob = kpl.aggregate([("k", b"[%d]" % i) for i in range(n)])
+    event = event_of(valid_events(2) + [blob])
+    # WHEN the handler runs
+    started = time.monotonic()
+    resp = handler.lambda_handler(event, LambdaContext())
+    # THEN it finishes quickly, nothing is retried, and the grouped messages carry every sub-record once
+    assert time.monotonic() - started < 30
+    assert resp == {"batchItemFailures": []}
+    raw = [m["Body"] for m in drain_queue(resources["sqs"], resources["dlq_url"])]
+    bodies = [json.loads(b) for b in raw]
+    assert all(len(b.encode()) <= 256 * 1024 for b in raw)
+    assert 1 <= len(bodies) <= 50 and all(b["grouped"] and b["reason"] == "not_object" for b in bodies)  # not 12,000
+    subs = sorted(r["sub_sequence_number"] for b in bodies for r in b["records"])
+    assert subs == list(range(n))
+    assert len(items_by_id(resources)) == 2
