@@ -596,6 +596,10 @@ class BatchResult:
     error: BaseException | None = None
 
 
+# A slot reads ahead at most this much invoke payload (two full invocations), whatever the record count.
+_BUFFER_MAX_BYTES = 2 * LAMBDA_INVOKE_PAYLOAD_BYTES
+
+
 class _Slot:
     """One concurrent batch stream of a shard (ParallelizationFactor slots per shard): a bounded buffer
     filled by the shard's reader and one thread that batches and invokes."""
@@ -603,6 +607,7 @@ class _Slot:
     def __init__(self, poller: "Poller", shard: "_Shard", index: int, capacity: int) -> None:
         self.poller, self.shard, self.index, self.capacity = poller, shard, index, capacity
         self.buf: deque[_Rec] = deque()
+        self.buf_bytes = 0  # bounded too: 20,000 buffered 50 KB KPL aggregates would be ~1 GB
         self.cond = threading.Condition()
         self.busy = False
         self.thread = threading.Thread(target=self._run, name=f"slot-{shard.id[-4:]}-{index}", daemon=True)
@@ -610,11 +615,12 @@ class _Slot:
     def put(self, recs: list[_Rec]) -> bool:
         """Append records in order; waits while the buffer is full. False if the poller stopped."""
         with self.cond:
-            while len(self.buf) >= self.capacity:
+            while self.buf and (len(self.buf) >= self.capacity or self.buf_bytes >= _BUFFER_MAX_BYTES):
                 if self.poller._stopping.is_set():
                     return False
                 self.cond.wait(0.1)
             self.buf.extend(recs)
+            self.buf_bytes += sum(r.size for r in recs)
             self.cond.notify_all()
         return True
 
@@ -644,6 +650,7 @@ class _Slot:
                         full = True
                         break
                     self.buf.popleft()
+                    self.buf_bytes -= r.size
                     batch.append(r)
                     size += r.size + 1
                 if full or len(batch) >= s.batch_size or window <= 0:

@@ -32,6 +32,8 @@ RETRYABLE_CODES = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
     "InternalServerError", "ServiceUnavailable", "ServiceUnavailableException", "LimitExceededException",
     "TransactionInProgressException", "Throttling", "TooManyRequestsException",
+    # SQS SendMessageBatch's own throttling codes (the quarantine shares this list)
+    "RequestThrottled", "KmsThrottled",
 })
 _ITEM_OVERHEAD_BYTES = 256  # attribute names + fixed-size values, generous
 
@@ -41,7 +43,9 @@ def is_retryable(exc: BaseException) -> bool:
         err = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return err.get("Code") in RETRYABLE_CODES or status >= 500
-    return isinstance(exc, BotoCoreError)  # connection errors, read timeouts, CRC32 mismatch
+    # connection errors, read timeouts. (A CRC32 mismatch is raised only when botocore has a retry attempt
+    # left; with total_max_attempts=1 it returns the response: the lean writer checks x-amz-crc32 itself.)
+    return isinstance(exc, BotoCoreError)
 
 
 @dataclass(frozen=True, slots=True)
