@@ -9,6 +9,9 @@ stack of its rows' one-record matrices (tested with hypothesis).
 
 Per-row problems are values: ``VectorizeResult.errors`` maps a row index to (Reason, detail). The detail
 names the field and the JSON type seen, never the value (logs and metrics must not carry payload data).
+``errors`` keeps a row's first problem (the quarantine reason); ``vectorizer(events, all_errors=True)`` also
+fills ``VectorizeResult.all_errors`` with every problem of every row as ``FieldError``s (the HTTP API's 400
+lists them all). The checks are column-wise and run on every row anyway: only the recording differs.
 """
 from __future__ import annotations
 
@@ -30,11 +33,35 @@ _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "integer"
 
 
 @dataclass(frozen=True, slots=True)
+class FieldError:
+    reason: Reason
+    field: str  # a schema name (or the id field)
+    detail: str  # names the field and the JSON type seen, never the value
+
+
+@dataclass(frozen=True, slots=True)
 class VectorizeResult:
     matrix: np.ndarray  # float32, C-contiguous, shape (len(ok_rows), len(schema))
     ok_rows: list[int]  # row index in the input for each matrix row
     ids: list[str]  # event id for each matrix row
-    errors: dict[int, tuple[Reason, str]]  # input row -> why it cannot be scored
+    errors: dict[int, tuple[Reason, str]]  # input row -> why it cannot be scored (its first problem)
+    all_errors: dict[int, list[FieldError]] | None = None  # every problem per row, with all_errors=True
+
+
+class _Errors(dict):
+    """``errors`` as the pipeline sees it (row -> first problem), optionally keeping every problem."""
+
+    __slots__ = ("all",)
+
+    def __init__(self, keep_all: bool) -> None:
+        super().__init__()
+        self.all: dict[int, list[FieldError]] | None = {} if keep_all else None
+
+    def add(self, i: int, reason: Reason, detail: str, field: str) -> None:
+        if i not in self:
+            self[i] = (reason, detail)
+        if self.all is not None:
+            self.all.setdefault(i, []).append(FieldError(reason, field, detail))
 
 
 def _json_type(v: Any) -> str:
@@ -61,20 +88,20 @@ class Vectorizer:
                 append(tuple(ev.get(n) for n in names))
         return rows
 
-    def _ids(self, events: Sequence[dict[str, Any]], errors: dict[int, tuple[Reason, str]]) -> list[Any]:
+    def _ids(self, events: Sequence[dict[str, Any]], errors: _Errors) -> list[Any]:
         field, max_len = self.schema.id_field, self.schema.id_max_length
         ids = [ev.get(field) for ev in events]
         for i, v in enumerate(ids):
             if v is None:
-                errors[i] = (Reason.MISSING_ID, f"field {field!r} is missing")
+                errors.add(i, Reason.MISSING_ID, f"field {field!r} is missing", field)
             elif type(v) is not str:
-                errors[i] = (Reason.BAD_ID, f"field {field!r}: expected string, got {_json_type(v)}")
+                errors.add(i, Reason.BAD_ID, f"field {field!r}: expected string, got {_json_type(v)}", field)
             elif not 0 < len(v) <= max_len:
-                errors[i] = (Reason.BAD_ID, f"field {field!r}: length must be 1..{max_len}, got {len(v)}")
+                errors.add(i, Reason.BAD_ID, f"field {field!r}: length must be 1..{max_len}, got {len(v)}", field)
         return ids
 
     # -- one column ----------------------------------------------------------------------------
-    def _column(self, j: int, f: Feature, col: Sequence[Any], errors: dict[int, tuple[Reason, str]]) -> np.ndarray:
+    def _column(self, j: int, f: Feature, col: Sequence[Any], errors: _Errors) -> np.ndarray:
         allowed = _ALLOWED[f.type]
         types = set(map(type, col))
         if f.type == "category":
@@ -87,8 +114,8 @@ class Vectorizer:
                 arr = self._slow_column(f, col, allowed, errors)
             unknown = np.flatnonzero(arr == -1.0)
             for i in unknown.tolist():
-                if i not in errors:
-                    errors[i] = (Reason.UNKNOWN_CATEGORY, f"field {f.name!r}: not one of its {len(f.categories)} categories")
+                errors.add(i, Reason.UNKNOWN_CATEGORY, f"field {f.name!r}: not one of its {len(f.categories)} categories",
+                           f.name)
             arr[unknown] = np.nan
         else:
             arr = None
@@ -108,17 +135,15 @@ class Vectorizer:
             if bad.any():
                 bounds = f"[{f.min:g}, {f.max:g}]" if f.min is not None and f.max is not None else "float32 range"
                 for i in np.flatnonzero(bad).tolist():
-                    if i not in errors:
-                        errors[i] = (Reason.OUT_OF_RANGE, f"field {f.name!r}: outside {bounds}")
+                    errors.add(i, Reason.OUT_OF_RANGE, f"field {f.name!r}: outside {bounds}", f.name)
                 arr[bad] = np.nan
         if f.required and _NONE in types:
             for i, v in enumerate(col):
-                if v is None and i not in errors:
-                    errors[i] = (Reason.MISSING_FIELD, f"required field {f.name!r} is missing")
+                if v is None:
+                    errors.add(i, Reason.MISSING_FIELD, f"required field {f.name!r} is missing", f.name)
         return arr
 
-    def _slow_column(self, f: Feature, col: Sequence[Any], allowed: frozenset[type],
-                     errors: dict[int, tuple[Reason, str]]) -> np.ndarray:
+    def _slow_column(self, f: Feature, col: Sequence[Any], allowed: frozenset[type], errors: _Errors) -> np.ndarray:
         """Per value: convert what is valid, mark each wrong type. Used only when a column has one."""
         out = np.full(len(col), np.nan, dtype=np.float64)
         index = self._cat_index[self._names.index(f.name)] if f.type == "category" else None
@@ -127,8 +152,7 @@ class Vectorizer:
             if t is _NONE:
                 continue
             if t not in allowed:
-                if i not in errors:
-                    errors[i] = (Reason.WRONG_TYPE, f"field {f.name!r}: expected {f.type}, got {_json_type(v)}")
+                errors.add(i, Reason.WRONG_TYPE, f"field {f.name!r}: expected {f.type}, got {_json_type(v)}", f.name)
                 continue
             if index is not None:
                 out[i] = index.get(v, -1.0)
@@ -140,9 +164,9 @@ class Vectorizer:
         return out
 
     # -- the batch -----------------------------------------------------------------------------
-    def __call__(self, events: Sequence[dict[str, Any]]) -> VectorizeResult:
+    def __call__(self, events: Sequence[dict[str, Any]], *, all_errors: bool = False) -> VectorizeResult:
         n, k = len(events), len(self._names)
-        errors: dict[int, tuple[Reason, str]] = {}
+        errors = _Errors(all_errors)
         ids = self._ids(events, errors)
         full = np.empty((n, k), dtype=np.float32)
         if n:
@@ -150,10 +174,10 @@ class Vectorizer:
             for j, f in enumerate(self.schema.features):
                 full[:, j] = self._column(j, f, columns[j], errors)
         if not errors:
-            return VectorizeResult(full, list(range(n)), ids, errors)
+            return VectorizeResult(full, list(range(n)), ids, dict(errors), errors.all)
         ok = [i for i in range(n) if i not in errors]
         matrix = np.ascontiguousarray(full[ok]) if ok else np.empty((0, k), dtype=np.float32)
-        return VectorizeResult(matrix, ok, [ids[i] for i in ok], errors)
+        return VectorizeResult(matrix, ok, [ids[i] for i in ok], dict(errors), errors.all)
 
 
 def vectorize(schema: FeatureSchema, events: Sequence[dict[str, Any]]) -> VectorizeResult:

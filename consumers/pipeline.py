@@ -11,13 +11,15 @@ quarantined, because Lambda re-delivers from the lowest failed sequence number a
 block its shard until MaximumRetryAttempts/MaximumRecordAgeInSeconds run out.
 https://docs.aws.amazon.com/lambda/latest/dg/services-kinesis-batchfailurereporting.html
 
-No boto3 here: scorer, sink and quarantine are injected.
+No boto3 here: scorer, sink and quarantine are injected. So is the optional ``enricher`` (a stage between
+decode and vectorize that may fill schema fields from a feature table, consumers/enrichment.py); it never
+raises and never rejects: an entity it cannot read leaves its fields missing (NaN).
 """
 from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -35,6 +37,14 @@ Span = Callable[[str], AbstractContextManager[Any]]
 
 def no_span(name: str) -> AbstractContextManager[Any]:
     return nullcontext()
+
+
+class Enricher(Protocol):
+    """Fills missing schema fields of events from elsewhere; returns the events (new dicts where it added
+    something, the originals otherwise). Must not raise for a record's content or a dependency outage.
+    (Defined here, not imported from consumers/enrichment.py: the pipeline's import closure stays the same.)"""
+
+    def enrich(self, events: list[dict[str, Any]], deadline: Deadline) -> list[dict[str, Any]]: ...
 
 
 class _Stages:
@@ -70,6 +80,7 @@ def process_batch(
     max_event_bytes: int,
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     span: Span = no_span,
+    enricher: Enricher | None = None,
 ) -> BatchOutcome:
     stage = _Stages(span)
     with stage("decode"):
@@ -77,8 +88,13 @@ def process_batch(
         records = event["Records"]
         source_arn = records[0].get("eventSourceARN", "") if records else ""
 
+    events = [d.event for d in decoded.decoded]
+    if enricher is not None:
+        with stage("enrich"):
+            events = enricher.enrich(events, deadline)
+
     with stage("vectorize"):
-        vec = vectorizer([d.event for d in decoded.decoded])
+        vec = vectorizer(events)
         rejected: list[Rejected] = list(decoded.rejected)
         for i, (reason, detail) in sorted(vec.errors.items()):
             d = decoded.decoded[i]

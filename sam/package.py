@@ -7,9 +7,10 @@ Lambda unpacks into ``/var/task``:
    (``pip install --platform manylinux_2_28_<arch> --only-binary=:all: --python-version 3.12 --target``):
    the runtime is Amazon Linux 2023 (glibc 2.34), so manylinux_2_28 and older wheels run there. pip expands
    the newest tag to every older compatible one; the older ones are listed too so that intent is explicit;
-2. the project's code: the modules ``consumers/handler.py`` imports, found by walking its imports (so the
-   local poller, the emulator, training and the CLIs stay out), plus ``model/features.json`` and the default
-   bundle ``model/bundles/default/``;
+2. the project's code: the modules the template's handlers import (``consumers/handler.py``,
+   ``consumers/s3_batch.py``, ``consumers/http_api.py``: every ``Handler:`` of ``sam/template.yaml``), found by
+   walking their imports (so the local poller, the emulator, training and the CLIs stay out), plus
+   ``model/features.json`` and the default bundle ``model/bundles/default/``; one package serves every function;
 3. ``__pycache__/*.cpython-312.pyc`` for every module, compiled by a python3.12 interpreter with
    ``--invalidation-mode unchecked-hash``. ``/var/task`` is read-only, so without them every cold start
    compiles every module it imports (``sam/coldstart.py`` measures the difference); ``unchecked-hash`` pycs
@@ -48,6 +49,7 @@ from consumers.limits import LAMBDA_UNZIPPED_PACKAGE_BYTES  # noqa: E402
 
 PYTHON_VERSION = "3.12"
 HANDLER_MODULE = "consumers.handler"
+TEMPLATE = REPO / "sam" / "template.yaml"  # its functions' Handler: entries are the walk's starting points
 OWN_PACKAGES = ("consumers", "model")
 DEFAULT_BUNDLE = Path("model/bundles/default")
 DATA_FILES = (Path("model/features.json"),)
@@ -133,6 +135,24 @@ def project_closure(entry: str = HANDLER_MODULE, root: Path = REPO) -> dict[str,
     if entry not in found:
         raise BuildError(f"{entry} not found under {root}")
     return found
+
+
+def handler_modules(template: Path = TEMPLATE) -> list[str]:
+    """The module of every ``Handler: module.function`` in the template (the Kinesis handler when none)."""
+    try:
+        text = template.read_text()
+    except OSError:
+        return [HANDLER_MODULE]
+    found = re.findall(r"^\s+Handler:\s*([A-Za-z_][A-Za-z0-9_.]*)\.[A-Za-z_][A-Za-z0-9_]*\s*$", text, re.M)
+    return sorted(set(found)) or [HANDLER_MODULE]
+
+
+def package_closure(entries: list[str] | None = None, root: Path = REPO) -> dict[str, Path]:
+    """The union of the import closures of every handler module: what the one package must contain."""
+    modules: dict[str, Path] = {}
+    for entry in entries or handler_modules():
+        modules.update(project_closure(entry, root))
+    return modules
 
 
 # ---------------------------------------------------------------- steps
@@ -279,7 +299,8 @@ def strip_libraries(target: Path, arch: str) -> int:
 
 
 def copy_project(target: Path, bundle: Path | None) -> list[str]:
-    modules = project_closure()
+    entries = handler_modules()
+    modules = package_closure(entries)
     for name, src in sorted(modules.items()):
         dst = target / src.relative_to(REPO)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +317,7 @@ def copy_project(target: Path, bundle: Path | None) -> list[str]:
         str(p.relative_to(REPO)) for pkg in OWN_PACKAGES for p in (REPO / pkg).rglob("*.py")
         if "__pycache__" not in p.parts and p not in set(modules.values())
     )
-    log(f"  project: {len(modules)} modules from the import closure of {HANDLER_MODULE}"
+    log(f"  project: {len(modules)} modules from the import closure of {', '.join(entries)}"
         + (f" + {DEFAULT_BUNDLE}/ (from {bundle})" if bundle is not None else "") + f"; left out: {', '.join(left_out) or '-'}")
     return sorted(modules)
 
@@ -427,6 +448,7 @@ def build_info(args: argparse.Namespace, requirements: Path) -> dict:
         commit, dirty = "", False
     return {"python": PYTHON_VERSION, "arch": args.arch, "platform": PLATFORMS[args.arch][0],
             "git_commit": commit + ("-dirty" if dirty else ""), "handler": f"{HANDLER_MODULE}.lambda_handler",
+            "handlers": [f"{m}.lambda_handler" for m in handler_modules()],
             "requirements": pinned_requirements(requirements)}
 
 

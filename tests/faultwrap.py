@@ -66,3 +66,44 @@ class FaultySQS:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
+
+
+class FaultyFeatureTable:
+    """BatchGetItem on a real client, with faults: the first ``unprocessed_calls`` calls hand back a share of
+    their keys as UnprocessedKeys (as DynamoDB does when throttled or past 16 MB), ``error_calls`` calls fail
+    with ``code``, or every call does (``always_fail``). Records the keys of every call."""
+
+    def __init__(self, real: Any, *, unprocessed_fraction: float = 0.0, unprocessed_calls: int = 0,
+                 error_calls: int = 0, always_fail: bool = False, code: str = "ProvisionedThroughputExceededException",
+                 seed: int = 0) -> None:
+        self.real = real
+        self.unprocessed_fraction = unprocessed_fraction
+        self.unprocessed_calls = unprocessed_calls
+        self.error_calls = error_calls
+        self.always_fail = always_fail
+        self.code = code
+        self.rng = random.Random(seed)
+        self.calls = 0
+        self.keys_per_call: list[int] = []
+        self.held_back = 0
+
+    def batch_get_item(self, RequestItems: dict[str, dict[str, Any]], **kw: Any) -> dict[str, Any]:
+        self.calls += 1
+        (table, request), = RequestItems.items()
+        self.keys_per_call.append(len(request["Keys"]))
+        if self.always_fail or self.calls <= self.error_calls:
+            raise client_error(self.code, "BatchGetItem", 500 if self.code.startswith("Internal") else 400)
+        keys, hold = request["Keys"], []
+        if self.calls <= self.unprocessed_calls and self.unprocessed_fraction:
+            keys, hold = [], []
+            for k in request["Keys"]:
+                (hold if self.rng.random() < self.unprocessed_fraction else keys).append(k)
+        self.held_back += len(hold)
+        resp = (self.real.batch_get_item(RequestItems={table: dict(request, Keys=keys)}, **kw) if keys
+                else {"Responses": {table: []}, "UnprocessedKeys": {}})
+        if hold:  # AWS hands back the keys with the request's projection
+            resp = dict(resp, UnprocessedKeys={table: dict(request, Keys=hold)})
+        return resp
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)

@@ -4,11 +4,12 @@ cfn-lint validates resource properties, but not the values inside a SAM ``Events
 ``!Ref`` (checked: a misspelt ``MaxRetryAttempts`` there passes), so the event-source settings are asserted
 here, resolved the way the local poller resolves them (``!Ref Param`` -> the parameter's ``Default``).
 
-The IAM test derives the actions the *shipped* code calls from its source (``ast``: the import closure of
-``consumers.handler``, the same files ``sam/package.py`` ships), maps each client method to its API name with
-botocore's own service model, and compares with what the role grants. Actions Lambda itself needs on the
-function's behalf (event-source mapping, on-failure destination, logs, traces, KMS) are listed below, each
-with the page that requires it; anything else granted fails the test.
+The IAM test derives the actions the *shipped* code calls from its source (``ast``: the import closure of each
+function's handler module -- ``consumers.handler``, ``consumers.s3_batch``, ``consumers.http_api`` -- the files
+``sam/package.py`` ships), maps each client method to its API name with botocore's own service model, and
+compares with what that function's role grants. Actions Lambda itself needs on the function's behalf
+(event-source mapping, on-failure destinations, logs, traces, KMS) are listed below, each with the page that
+requires it; anything else granted fails the test.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 
 from consumers import limits
-from consumers.config import Settings
+from consumers.config import HTTP_REQUIRED, S3_BATCH_REQUIRED, Settings
 from consumers.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +80,15 @@ def refs(value: Any) -> set[str]:
     elif isinstance(value, list):
         for inner in value:
             out |= refs(inner)
-    return out - {"AWS::NoValue", "AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::StackName"}
+    return out - {"AWS::NoValue", "AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::StackName", "AWS::URLSuffix"}
+
+
+# Each function: its handler module (whose import closure is its code), its role and its log group.
+FUNCTIONS = {
+    "ScoringFunction": {"module": "consumers.handler", "role": "ScoringFunctionRole", "logs": "ScoringLogGroup"},
+    "BatchScoringFunction": {"module": "consumers.s3_batch", "role": "BatchFunctionRole", "logs": "BatchLogGroup"},
+    "HttpScoringFunction": {"module": "consumers.http_api", "role": "HttpFunctionRole", "logs": "HttpLogGroup"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +259,7 @@ def test_scores_table(template):
 
 
 def test_queues_are_encrypted_and_keep_messages_14_days(template):
-    for name in ("QuarantineQueue", "FailureQueue"):
+    for name in ("QuarantineQueue", "FailureQueue", "BatchFailureQueue"):
         props = template["Resources"][name]["Properties"]
         assert props["KmsMasterKeyId"] == {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, "alias/aws/sqs"]}
         assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
@@ -282,6 +291,9 @@ def test_alarms(template):
         ("AWS/Lambda", "Throttles", ("ScoringFunction",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("QuarantineQueue",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("FailureQueue",)),
+        ("AWS/Lambda", "Errors", ("BatchScoringFunction",)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("BatchFailureQueue",)),
+        ("AWS/ApiGateway", "5xx", ("ScoringHttpApi",)),
     }
     topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     for name, alarm in alarms.items():
@@ -296,7 +308,9 @@ def test_outputs_name_everything_a_user_needs(template):
     assert {"FunctionName", "FunctionArn", "FunctionAliasArn", "EventSourceMappingId", "LogGroupName",
             "StreamName", "StreamArn", "StreamConsumerArn", "ScoresTableName", "ScoresTableArn",
             "QuarantineQueueUrl", "QuarantineQueueArn", "FailureQueueUrl", "FailureQueueArn",
-            "ModelBucketName", "ModelPrefix", "ModelUri", "RoleArn"} <= set(outputs)
+            "ModelBucketName", "ModelPrefix", "ModelUri", "RoleArn",
+            "BatchFunctionName", "BatchBucketName", "BatchInputPrefix", "BatchOutputPrefix", "BatchFailureQueueUrl",
+            "HttpFunctionName", "HttpApiId", "HttpApiUrl"} <= set(outputs)
     # SAM-generated resources: <Function>.Alias / .Version and the mapping <Function><EventName>
     generated = {"ScoringFunctionStream"}
     for name, output in outputs.items():
@@ -317,8 +331,14 @@ def test_outputs_name_everything_a_user_needs(template):
 #   https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-api-permissions-reference.html
 # S3: HeadObject needs s3:GetObject, ListObjectsV2 needs s3:ListBucket:
 #   https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html and .../API_ListObjectsV2.html
+# S3 multipart uploads: CreateMultipartUpload, UploadPart and CompleteMultipartUpload are authorised as
+#   s3:PutObject; AbortMultipartUpload is its own action:
+#   https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html#mpuAndPermissions
 IAM_ALIASES = {
     "sqs:SendMessageBatch": "sqs:SendMessage",
+    "s3:CreateMultipartUpload": "s3:PutObject",
+    "s3:UploadPart": "s3:PutObject",
+    "s3:CompleteMultipartUpload": "s3:PutObject",
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     "s3:HeadObject": "s3:GetObject",
@@ -357,12 +377,43 @@ PLATFORM_ACTIONS = {
 CODE_RESOURCES = {"dynamodb": {"ScoresTable"}, "sqs": {"QuarantineQueue"},
                   "s3": {"ModelBucket", "ModelBucketName", "ModelPrefix"}}
 
+_LAMBDA_RUNTIME = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}
+_MODEL = {"ModelBucket", "ModelBucketName", "ModelPrefix"}
+# The same, per function; an action's entry wins over its service's.
+PLATFORM_ACTIONS_BY_FUNCTION = {
+    "ScoringFunction": PLATFORM_ACTIONS,
+    "BatchScoringFunction": {
+        # Asynchronous invocation (S3) on-failure destination, and its queue's customer managed key:
+        # https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html
+        "sqs:SendMessage": {"BatchFailureQueue"},
+        "kms:Decrypt": {"KmsKeyArn"}, "kms:GenerateDataKey": {"KmsKeyArn"},
+        "logs:CreateLogStream": {"BatchLogGroup"}, "logs:PutLogEvents": {"BatchLogGroup"}, **_LAMBDA_RUNTIME},
+    "HttpScoringFunction": {
+        "logs:CreateLogStream": {"HttpLogGroup"}, "logs:PutLogEvents": {"HttpLogGroup"}, **_LAMBDA_RUNTIME},
+}
+CODE_RESOURCES_BY_FUNCTION = {
+    "ScoringFunction": CODE_RESOURCES,
+    "BatchScoringFunction": {
+        "dynamodb:BatchWriteItem": {"ScoresTable"}, "dynamodb:BatchGetItem": {"FeatureTableName"},
+        "s3:GetObject": _MODEL | {"BatchBucket", "BatchInputPrefix"},
+        "s3:PutObject": {"BatchBucket", "BatchOutputPrefix"},
+        "s3:AbortMultipartUpload": {"BatchBucket", "BatchOutputPrefix"}},
+    "HttpScoringFunction": {
+        "dynamodb:BatchWriteItem": {"ScoresTable"}, "dynamodb:BatchGetItem": {"FeatureTableName"},
+        "s3:GetObject": _MODEL},
+}
+
+
+def code_resources(function: str, action: str) -> set[str]:
+    spec = CODE_RESOURCES_BY_FUNCTION[function]
+    return set(spec.get(action, spec.get(action.split(":")[0], set())))
+
 CLIENT_FACTORIES = {"client", "create_client", "resource"}
 
 
-def shipped_sources() -> dict[str, Path]:
-    """The modules the package ships: the import closure of consumers.handler (sam/package.py)."""
-    return package.project_closure()
+def shipped_sources(module: str = "consumers.handler") -> dict[str, Path]:
+    """The code of one function: the import closure of its handler module (sam/package.py)."""
+    return package.project_closure(module)
 
 
 def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str]]:
@@ -407,10 +458,14 @@ def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str
     return found, services
 
 
-def role_statements(template: dict) -> Iterator[dict]:
-    """Every Allow statement of the function's role, both branches of each Fn::If (all options on)."""
-    role = template["Resources"]["ScoringFunctionRole"]["Properties"]
-    for policy in role["Policies"]:
+def role_statements(template: dict, role_name: str = "ScoringFunctionRole") -> Iterator[dict]:
+    """Every Allow statement of a function's role -- its inline policies and the AWS::IAM::Policy resources
+    attached to it -- both branches of each Fn::If (all options on)."""
+    role = template["Resources"][role_name]["Properties"]
+    policies = list(role.get("Policies", []))
+    policies += [p["Properties"] for p in resources_of(template, "AWS::IAM::Policy").values()
+                 if {"Ref": role_name} in p["Properties"].get("Roles", [])]
+    for policy in policies:
         for statement in policy["PolicyDocument"]["Statement"]:
             if "Fn::If" in statement:
                 branches = [b for b in statement["Fn::If"][1:] if b != {"Ref": "AWS::NoValue"}]
@@ -429,23 +484,35 @@ def resource_targets(statement: dict) -> set[str]:
     return {"*"} if resource == "*" else refs(resource)
 
 
+_DERIVED: dict[str, tuple[dict[str, set[str]], set[str]]] = {}
+
+
+def derived_for(function: str) -> tuple[dict[str, set[str]], set[str]]:
+    if function not in _DERIVED:
+        _DERIVED[function] = code_actions(shipped_sources(FUNCTIONS[function]["module"]))
+    return _DERIVED[function]
+
+
 @pytest.fixture(scope="module")
 def derived():
-    return code_actions(shipped_sources())
+    return derived_for("ScoringFunction")
 
 
-def test_code_actions_are_derived_from_every_client_the_code_builds(derived):
-    actions, services = derived
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_code_actions_are_derived_from_every_client_the_code_builds(function_name):
+    actions, services = derived_for(function_name)
     assert services, "no boto3 client construction found in the shipped code"
     for svc in services:
         assert any(a.startswith(f"{svc}:") for a in actions), (
             f"the code builds a {svc} client but no call on it was recognised: the derivation missed it")
 
 
-def test_role_grants_exactly_the_code_actions_plus_what_lambda_needs(template, derived):
-    actions, _ = derived
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_role_grants_exactly_the_code_actions_plus_what_lambda_needs(template, function_name):
+    actions, _ = derived_for(function_name)
+    platform = PLATFORM_ACTIONS_BY_FUNCTION[function_name]
     granted: dict[str, set[str]] = {}
-    for statement in role_statements(template):
+    for statement in role_statements(template, FUNCTIONS[function_name]["role"]):
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement and "NotResource" not in statement
         for action in actions_of(statement):
@@ -454,23 +521,24 @@ def test_role_grants_exactly_the_code_actions_plus_what_lambda_needs(template, d
 
     missing = {a: sorted(w) for a, w in actions.items() if a not in granted}
     assert not missing, f"the code calls these but the role does not grant them: {missing}"
-    extra = sorted(set(granted) - set(actions) - set(PLATFORM_ACTIONS))
+    extra = sorted(set(granted) - set(actions) - set(platform))
     assert not extra, f"the role grants actions neither the code nor Lambda uses: {extra}"
 
     for action, targets in granted.items():
-        service = action.split(":")[0]
-        allowed = set(PLATFORM_ACTIONS.get(action, set()))
+        allowed = set(platform.get(action, set()))
         if action in actions:
-            allowed |= CODE_RESOURCES[service]
+            allowed |= code_resources(function_name, action)
         assert targets <= allowed, f"{action} is granted on {sorted(targets - allowed)}, expected only {sorted(allowed)}"
         if action in actions:
-            assert targets & CODE_RESOURCES[service], f"{action} is not granted on {CODE_RESOURCES[service]}"
+            assert targets & code_resources(function_name, action), (
+                f"{action} is not granted on {code_resources(function_name, action)}")
 
 
 def test_only_xray_is_granted_on_every_resource(template):
-    for statement in role_statements(template):
-        if statement["Resource"] == "*":
-            assert all(a.startswith("xray:") for a in actions_of(statement)), statement
+    for spec in FUNCTIONS.values():
+        for statement in role_statements(template, spec["role"]):
+            if statement["Resource"] == "*":
+                assert all(a.startswith("xray:") for a in actions_of(statement)), statement
 
 
 def test_model_reads_are_limited_to_the_model_prefix(template):
@@ -480,15 +548,18 @@ def test_model_reads_are_limited_to_the_model_prefix(template):
     assert variables["Bucket"] == {"Fn::If": ["CreateModelBucket", {"Ref": "ModelBucket"}, {"Ref": "ModelBucketName"}]}
 
 
-def test_function_uses_the_written_role_and_no_generated_policies(template, function):
-    props = function["Properties"]
-    assert props["Role"] == {"Fn::GetAtt": ["ScoringFunctionRole", "Arn"]}
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_function_uses_the_written_role_and_no_generated_policies(template, function_name):
+    role_name = FUNCTIONS[function_name]["role"]
+    props = template["Resources"][function_name]["Properties"]
+    assert props["Role"] == {"Fn::GetAtt": [role_name, "Arn"]}
     assert "Policies" not in props, "SAM would create its own role (with AWSLambdaKinesisExecutionRole)"
-    role = template["Resources"]["ScoringFunctionRole"]["Properties"]
+    role = template["Resources"][role_name]["Properties"]
     assert "ManagedPolicyArns" not in role
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
-    assert list(resources_of(template, "AWS::IAM::Role")) == ["ScoringFunctionRole"]
+    # one role per function: least privilege is per function (the HTTP API never touches the batch bucket)
+    assert set(resources_of(template, "AWS::IAM::Role")) == {f["role"] for f in FUNCTIONS.values()}
 
 
 def test_env_targets_match_the_granted_resources(template, function):
@@ -498,3 +569,155 @@ def test_env_targets_match_the_granted_resources(template, function):
     assert refs(variables["DLQ_URL"]) == CODE_RESOURCES["sqs"]
     on_failure = function["Properties"]["Events"]["Stream"]["Properties"]["DestinationConfig"]["OnFailure"]
     assert refs(on_failure["Destination"]) == PLATFORM_ACTIONS["sqs:SendMessage"]
+
+
+# ------------------------------------------------------------------------------------------------ S3 batch, HTTP API
+
+
+def _env(template: dict, function_name: str) -> dict[str, str]:
+    """A function's environment with every !Ref resolved to its parameter's Default (resources: a placeholder)."""
+    env = {}
+    for name, value in template["Resources"][function_name]["Properties"]["Environment"]["Variables"].items():
+        if isinstance(value, dict) and "Fn::If" in value:
+            value = value["Fn::If"][2]  # the default branch (conditions off)
+        resolved = default(template, value)
+        env[name] = str(resolved) if not isinstance(resolved, dict) else f"<{name}>"
+    return env
+
+
+@pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
+def test_every_function_ships_from_the_one_package(template, function, function_name):
+    fn = template["Resources"][function_name]
+    props = fn["Properties"]
+    module = FUNCTIONS[function_name]["module"]
+    assert props["Handler"] == f"{module}.lambda_handler"
+    assert module in package.handler_modules(), "sam/package.py walks the imports from every template handler"
+    assert (REPO / Path(*module.split("."))).with_suffix(".py").is_file()
+    for key in ("CodeUri", "Runtime", "Architectures", "Tracing", "AutoPublishAlias"):
+        assert props[key] == function["Properties"][key], key
+    assert fn["Metadata"]["SkipBuild"] is True
+    logs = FUNCTIONS[function_name]["logs"]
+    assert props["LoggingConfig"]["LogGroup"] == {"Ref": logs}
+    suffix = props["FunctionName"]["Fn::Sub"].removeprefix("${AWS::StackName}")
+    assert template["Resources"][logs]["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}{suffix}"}
+
+
+def test_package_ships_every_handler_and_its_imports():
+    shipped = package.package_closure()
+    for spec in FUNCTIONS.values():
+        assert set(package.project_closure(spec["module"])) <= set(shipped)
+    assert not [m for m in shipped if m.startswith("consumers.local") or m == "consumers.poller"]
+
+
+def test_batch_function_is_triggered_by_objects_under_the_input_prefix(template):
+    fn = template["Resources"]["BatchScoringFunction"]["Properties"]
+    (event,) = fn["Events"].values()
+    assert event["Type"] == "S3"
+    props = event["Properties"]
+    assert props["Bucket"] == {"Ref": "BatchBucket"}
+    assert props["Events"] == "s3:ObjectCreated:*"
+    assert props["Filter"] == {"S3Key": {"Rules": [{"Name": "prefix", "Value": {"Ref": "BatchInputPrefix"}}]}}
+    env = fn["Environment"]["Variables"]
+    assert env["INPUT_PREFIX"] == {"Ref": "BatchInputPrefix"} and env["OUTPUT_PREFIX"] == {"Ref": "BatchOutputPrefix"}
+    # S3 invokes asynchronously: bounded retries, then the event to a queue (an alarm watches it)
+    invoke = fn["EventInvokeConfig"]
+    assert 0 <= invoke["MaximumRetryAttempts"] <= 2
+    assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS",
+                                                        "Destination": {"Fn::GetAtt": ["BatchFailureQueue", "Arn"]}}
+    assert default(template, fn["Timeout"]) == 900
+    assert default(template, fn["MemorySize"]) >= 1769
+
+
+def test_batch_settings_build_from_the_template_and_the_prefixes_cannot_loop(template):
+    from consumers.s3_batch import check_prefixes
+
+    env = _env(template, "BatchScoringFunction")
+    assert "DLQ_URL" not in env, "the batch function has no quarantine queue"
+    settings = Settings.from_env(env, require=S3_BATCH_REQUIRED)
+    assert settings.chunk_rows == template["Parameters"]["BatchChunkRows"]["Default"]
+    assert settings.model_cache_dir.startswith("/tmp/")
+    assert settings.time_reserve_ms >= 5000, "time to complete or abort the uploads"
+    check_prefixes(settings.input_prefix, settings.output_prefix)  # the defaults do not loop
+    with pytest.raises(ConfigError, match="INPUT_PREFIX"):
+        Settings.from_env({k: v for k, v in env.items() if k != "INPUT_PREFIX"}, require=S3_BATCH_REQUIRED)
+    with pytest.raises(ConfigError, match="OUTPUT_PREFIX"):
+        check_prefixes("data/", "data/scored/")
+
+
+def test_batch_role_reads_only_the_input_prefix_and_writes_only_the_output_prefix(template):
+    statements = list(role_statements(template, "BatchFunctionRole"))
+    bucket = [s for s in statements if "BatchBucket" in resource_targets(s)]
+    reads = [s for s in bucket if "s3:GetObject" in actions_of(s)]
+    writes = [s for s in bucket if "s3:PutObject" in actions_of(s)]
+    assert [s["Resource"] for s in reads] == [{"Fn::Sub": "${BatchBucket.Arn}/${BatchInputPrefix}*"}]
+    assert [s["Resource"] for s in writes] == [{"Fn::Sub": "${BatchBucket.Arn}/${BatchOutputPrefix}*"}]
+    assert set(actions_of(writes[0])) == {"s3:PutObject", "s3:AbortMultipartUpload"}
+    assert not [s for s in bucket if s not in reads + writes]
+    # the bucket statements are a separate policy: inline they would close a dependency cycle
+    policy = template["Resources"]["BatchBucketAccess"]
+    assert policy["Type"] == "AWS::IAM::Policy" and policy["Properties"]["Roles"] == [{"Ref": "BatchFunctionRole"}]
+    role_inline = template["Resources"]["BatchFunctionRole"]["Properties"]["Policies"]
+    assert "BatchBucket" not in refs(role_inline)
+
+
+def test_batch_bucket_is_private_encrypted_and_aborts_stale_uploads(template):
+    props = template["Resources"]["BatchBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True)
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    deny = template["Resources"]["BatchBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    p = template["Parameters"]
+    assert p["BatchInputPrefix"]["Default"] != p["BatchOutputPrefix"]["Default"]
+
+
+def test_http_api_uses_iam_authorization_and_throttling(template):
+    api = template["Resources"]["ScoringHttpApi"]
+    assert api["Type"] == "AWS::Serverless::HttpApi"
+    props = api["Properties"]
+    # HTTP APIs authorize with IAM, JWT or Lambda authorizers; API keys exist only for REST APIs.
+    assert props["Auth"] == {"EnableIamAuthorizer": True, "DefaultAuthorizer": "AWS_IAM"}
+    throttling = props["DefaultRouteSettings"]
+    rate = default(template, throttling["ThrottlingRateLimit"])
+    burst = default(template, throttling["ThrottlingBurstLimit"])
+    assert 0 < rate <= burst
+    assert props["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+
+
+def test_http_route_is_the_documented_one(template):
+    import yaml
+
+    fn = template["Resources"]["HttpScoringFunction"]["Properties"]
+    (event,) = fn["Events"].values()
+    assert event["Type"] == "HttpApi"
+    props = event["Properties"]
+    assert props["ApiId"] == {"Ref": "ScoringHttpApi"}
+    assert props["PayloadFormatVersion"] == "2.0"
+    assert props["Auth"] == {"Authorizer": "AWS_IAM"}
+    doc = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())
+    assert {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops} == {(props["Method"], props["Path"])}
+    # the function answers before API Gateway's integration timeout (30 s at most)
+    assert default(template, fn["Timeout"]) * 1000 < props["TimeoutInMillis"] <= 30_000
+
+
+def test_http_settings_build_from_the_template(template):
+    env = _env(template, "HttpScoringFunction")
+    assert "DLQ_URL" not in env and "INPUT_PREFIX" not in env
+    settings = Settings.from_env(env, require=HTTP_REQUIRED)
+    assert settings.http_write_scores is False and settings.scores_table
+    assert settings.feature_table == ""  # enrichment off by default
+    assert set(template["Parameters"]["HttpWriteScores"]["AllowedValues"]) == {"true", "false"}
+
+
+def test_feature_table_is_optional_and_read_only(template):
+    assert template["Parameters"]["FeatureTableName"]["Default"] == ""
+    for function_name in ("BatchScoringFunction", "HttpScoringFunction"):
+        env = template["Resources"][function_name]["Properties"]["Environment"]["Variables"]
+        assert env["FEATURE_TABLE"] == {"Fn::If": ["HasFeatureTable", {"Ref": "FeatureTableName"}, ""]}
+        policies = template["Resources"][FUNCTIONS[function_name]["role"]]["Properties"]["Policies"]
+        conditional = [st["Fn::If"] for p in policies for st in p["PolicyDocument"]["Statement"] if "Fn::If" in st]
+        (reads,) = [c for c in conditional if c[1].get("Sid") == "ReadFeatures"]
+        assert reads[0] == "HasFeatureTable" and reads[1]["Action"] == "dynamodb:BatchGetItem"
+        assert reads[2] == {"Ref": "AWS::NoValue"}
