@@ -121,6 +121,18 @@ def duplicate_key(data: bytes, value: dict[str, Any]) -> tuple[Reason, str] | No
     return None
 
 
+def parse_json_event(data: bytes) -> tuple[dict[str, Any] | None, Reason | None, str]:
+    """One payload -> (event, None, "") or (None, reason, detail): the checks of a stream record's JSON
+    (UTF-8, JSON, an object, no duplicate key), for the S3 and HTTP entry points that parse one at a time.
+    The stream path runs the duplicate-key check per chunk instead (``_reject_duplicate_keys``)."""
+    value, reason, detail = _json(data)
+    if reason is None:
+        found = duplicate_key(data, value)
+        if found is not None:
+            return None, found[0], found[1]
+    return value, reason, detail
+
+
 def _reject_duplicate_keys(decoded: list[Decoded], add_bad: Callable[[Rejected], None]) -> list[Decoded]:
     """``decoded`` without the records that repeat a key (each passed to ``add_bad``)."""
     bad: set[int] = set()

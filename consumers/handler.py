@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +21,14 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-from botocore.config import Config
 
 from consumers.config import Settings
+from consumers.clients import backoff_from, build_sink, client_config
 from consumers.ddb_http import LeanDynamoDBSink
 from consumers.features import Vectorizer
 from consumers.pipeline import process_batch
 from consumers.quarantine import SQSQuarantine
-from consumers.retry import Backoff, Deadline
+from consumers.retry import Deadline
 from consumers.scoring import BoosterScorer
 from consumers.sink import DynamoDBSink
 from consumers.types import BatchOutcome, BatchResponse
@@ -42,12 +41,6 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 
 DEFAULT_BUDGET_S = 60.0  # when invoked without a Lambda context (scripts)
-
-
-def client_config(pool: int) -> Config:
-    # botocore's own retries are off: sink and quarantine retry themselves, inside the invocation deadline.
-    return Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=10,
-                  max_pool_connections=pool, tcp_keepalive=True)
 
 
 @dataclass
@@ -66,17 +59,13 @@ class Runtime:
         session = session or boto3.session.Session()
         s3 = session.client("s3") if settings.model_uri.startswith("s3://") else None
         bundle = load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
-        backoff = Backoff(base_s=settings.retry_base_ms / 1000, cap_s=settings.retry_cap_ms / 1000)
-        executor = ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ddb") if settings.write_threads > 1 else None
-        pool = settings.write_threads + 2
+        backoff = backoff_from(settings)
         return cls(
             settings=settings,
             scorer=BoosterScorer.from_bundle(bundle),
             vectorizer=Vectorizer(bundle.schema),
-            sink=(LeanDynamoDBSink if settings.scores_writer == "lean" else DynamoDBSink)(
-                session.client("dynamodb", config=client_config(pool)), settings.scores_table,
-                backoff=backoff, ttl_days=settings.score_ttl_days, executor=executor),
-            quarantine=SQSQuarantine(session.client("sqs", config=client_config(pool)), settings.dlq_url,
+            sink=build_sink(settings, session, backoff=backoff),
+            quarantine=SQSQuarantine(session.client("sqs", config=client_config(4)), settings.dlq_url,
                                      backoff=backoff),
         )
 

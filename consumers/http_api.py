@@ -44,14 +44,15 @@ import orjson
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from consumers import decode as _decode
+from consumers.decode import parse_json_event
+from consumers.clients import build_sink
 from consumers.config import HTTP_REQUIRED, Settings
 from consumers.enrichment import FeatureTableEnricher, enricher_from_settings, hit_rate_percent
 from consumers.errors import ConfigError, PredictError
 from consumers.features import Vectorizer
 from consumers.retry import Backoff, Deadline
 from consumers.scoring import BoosterScorer, Scorer
-from consumers.sink import DynamoDBSink, ScoreRows, Sink
+from consumers.sink import ScoreRows, Sink
 from consumers.types import Position, Reason
 
 MAX_EVENTS = 1000
@@ -66,17 +67,6 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "EventScoring"
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
-
-
-# TODO(parse_json_event): replace with ``from consumers.decode import parse_json_event`` once it exists.
-def parse_json_event(data: bytes) -> tuple[dict[str, Any] | None, Reason | None, str]:
-    value, reason, detail = _decode._json(data)
-    check = getattr(_decode, "duplicate_key", None)
-    if reason is None and check is not None:
-        found = check(data, value)
-        if found is not None:
-            return None, found[0], found[1]
-    return value, reason, detail
 
 
 def response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -195,16 +185,7 @@ class HttpRuntime:
         backoff = Backoff(base_s=settings.retry_base_ms / 1000, cap_s=settings.retry_cap_ms / 1000)
         sink = None
         if settings.http_write_scores:
-            from concurrent.futures import ThreadPoolExecutor
-
-            from consumers.ddb_http import LeanDynamoDBSink
-
-            executor = (ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ddb")
-                        if settings.write_threads > 1 else None)
-            # The same writer choice as consumers.handler.Runtime.from_settings (SCORES_WRITER).
-            sink = (LeanDynamoDBSink if settings.scores_writer == "lean" else DynamoDBSink)(
-                session.client("dynamodb", config=config), settings.scores_table, backoff=backoff,
-                ttl_days=settings.score_ttl_days, executor=executor)
+            sink = build_sink(settings, session, backoff=backoff)
         enricher = None
         if settings.feature_table:
             enricher = enricher_from_settings(settings, session.client("dynamodb", config=config), bundle.schema,

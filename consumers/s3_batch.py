@@ -67,14 +67,15 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumers import decode as _decode
+from consumers.decode import parse_json_event
+from consumers.clients import build_sink, client_config
 from consumers.config import S3_BATCH_REQUIRED, Settings
 from consumers.enrichment import EnrichStats, FeatureTableEnricher, enricher_from_settings, hit_rate_percent
 from consumers.errors import ConfigError, EventShapeError, ScoringError
 from consumers.features import Vectorizer
 from consumers.retry import Backoff, Deadline
 from consumers.scoring import BoosterScorer, Scorer
-from consumers.sink import DynamoDBSink, ScoreRows, Sink
+from consumers.sink import ScoreRows, Sink
 from consumers.types import Position, Reason
 from model.schema import FeatureSchema
 
@@ -102,17 +103,6 @@ class FileReason(StrEnum):
 
 class BatchError(ScoringError):
     """The object could not be scored completely in this invocation (Lambda retries the event)."""
-
-
-# TODO(parse_json_event): replace with ``from consumers.decode import parse_json_event`` once it exists.
-def parse_json_event(data: bytes) -> tuple[dict[str, Any] | None, Reason | None, str]:
-    value, reason, detail = _decode._json(data)
-    check = getattr(_decode, "duplicate_key", None)
-    if reason is None and check is not None:
-        found = check(data, value)
-        if found is not None:
-            return None, found[0], found[1]
-    return value, reason, detail
 
 
 # ============================================================================================ reading
@@ -715,14 +705,6 @@ class FileScorer:
 
 
 # ============================================================================================ the shell
-def _client_config(pool: int, *, botocore_retries: bool) -> Any:
-    from botocore.config import Config
-
-    retries = {"mode": "standard", "total_max_attempts": 5} if botocore_retries else {"total_max_attempts": 1}
-    return Config(retries=retries, connect_timeout=5, read_timeout=60 if botocore_retries else 10,
-                  max_pool_connections=pool, tcp_keepalive=True)
-
-
 @dataclass
 class BatchRuntime:
     """What one container keeps between invocations."""
@@ -743,25 +725,16 @@ class BatchRuntime:
         session = session or boto3.session.Session()
         # S3 keeps botocore's retries (standard mode): every call here is idempotent and not deadline-bound
         # the way the DynamoDB writes are.
-        s3 = session.client("s3", config=_client_config(4, botocore_retries=True))
+        s3 = session.client("s3", config=client_config(4, botocore_retries=True))
         bundle = load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
         backoff = Backoff(base_s=settings.retry_base_ms / 1000, cap_s=settings.retry_cap_ms / 1000)
         # Background I/O of one object: a part upload per output file and one items write, each at most one
         # in flight. The sink has its own pool (its requests), so no task here waits on its own pool.
         executor = ThreadPoolExecutor(3, thread_name_prefix="s3-batch")
-        write_pool = (ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ddb")
-                      if settings.write_threads > 1 else None)
-        sink = None
-        if settings.scores_table:
-            # The same writer choice as consumers.handler.Runtime.from_settings (SCORES_WRITER).
-            from consumers.ddb_http import LeanDynamoDBSink
-
-            ddb = session.client("dynamodb", config=_client_config(settings.write_threads + 2, botocore_retries=False))
-            sink = (LeanDynamoDBSink if settings.scores_writer == "lean" else DynamoDBSink)(
-                ddb, settings.scores_table, backoff=backoff, ttl_days=settings.score_ttl_days, executor=write_pool)
+        sink = build_sink(settings, session, backoff=backoff) if settings.scores_table else None
         enricher = None
         if settings.feature_table:
-            features_client = session.client("dynamodb", config=_client_config(2, botocore_retries=False))
+            features_client = session.client("dynamodb", config=client_config(2, botocore_retries=False))
             enricher = enricher_from_settings(settings, features_client, bundle.schema, backoff=backoff)
         files = FileScorer(scorer=BoosterScorer.from_bundle(bundle), vectorizer=Vectorizer(bundle.schema),
                            enricher=enricher, sink=sink, chunk_rows=settings.chunk_rows,
