@@ -25,6 +25,7 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from consumers.config import Settings
 from consumers.clients import backoff_from, build_sink, client_config
 from consumers.ddb_http import LeanDynamoDBSink
+from consumers.enrichment import FeatureTableEnricher, enricher_from_settings, hit_rate_percent
 from consumers.features import Vectorizer
 from consumers.pipeline import process_batch
 from consumers.quarantine import SQSQuarantine
@@ -52,6 +53,7 @@ class Runtime:
     vectorizer: Vectorizer
     sink: DynamoDBSink | LeanDynamoDBSink
     quarantine: SQSQuarantine
+    enricher: FeatureTableEnricher | None = None  # FEATURE_TABLE set: per-entity features, cached across invocations
     last_outcome: BatchOutcome | None = None  # for the local poller's live progress; one invocation at a time
 
     @classmethod
@@ -67,6 +69,8 @@ class Runtime:
             sink=build_sink(settings, session, backoff=backoff),
             quarantine=SQSQuarantine(session.client("sqs", config=client_config(4)), settings.dlq_url,
                                      backoff=backoff),
+            enricher=enricher_from_settings(settings, session.client("dynamodb", config=client_config(2)),
+                                            bundle.schema, backoff=backoff) if settings.feature_table else None,
         )
 
     def deadline(self, context: Any) -> Deadline:
@@ -77,9 +81,11 @@ class Runtime:
         outcome = process_batch(
             event, scorer=self.scorer, vectorizer=self.vectorizer, sink=self.sink, quarantine=self.quarantine,
             deadline=self.deadline(context), max_event_bytes=self.settings.max_event_bytes,
-            span=lambda name: tracer.provider.in_subsegment(f"## {name}"),
+            span=lambda name: tracer.provider.in_subsegment(f"## {name}"), enricher=self.enricher,
         )
         report(event, outcome)
+        if self.enricher is not None and (rate := hit_rate_percent(self.enricher.last)) is not None:
+            metrics.add_metric(name="EnrichmentCacheHitRate", unit=MetricUnit.Percent, value=rate)
         self.last_outcome = outcome
         return outcome.response
 

@@ -392,7 +392,7 @@ PLATFORM_ACTIONS_BY_FUNCTION = {
         "logs:CreateLogStream": {"HttpLogGroup"}, "logs:PutLogEvents": {"HttpLogGroup"}, **_LAMBDA_RUNTIME},
 }
 CODE_RESOURCES_BY_FUNCTION = {
-    "ScoringFunction": CODE_RESOURCES,
+    "ScoringFunction": {**CODE_RESOURCES, "dynamodb:BatchGetItem": {"FeatureTableName"}},
     "BatchScoringFunction": {
         "dynamodb:BatchWriteItem": {"ScoresTable"}, "dynamodb:BatchGetItem": {"FeatureTableName"},
         "s3:GetObject": _MODEL | {"BatchBucket", "BatchInputPrefix"},

@@ -195,3 +195,37 @@ def test_an_aggregate_of_many_malformed_sub_records_does_not_flood_the_dlq(handl
     subs = sorted(r["sub_sequence_number"] for b in bodies for r in b["records"])
     assert subs == list(range(n))
     assert len(items_by_id(resources)) == 2
+
+
+def test_stream_events_are_enriched_from_the_feature_table(resources, monkeypatch):
+    # GIVEN a feature table with an account's 30-day average, and the handler configured to read it
+    ddb = resources["ddb"]
+    ddb.create_table(TableName="features", KeySchema=[{"AttributeName": "account_id", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "account_id", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")
+    ddb.put_item(TableName="features", Item={"account_id": {"S": "acct-enriched"}, "avg_amount_30d": {"N": "3.5"}})
+    monkeypatch.setenv("FEATURE_TABLE", "features")
+    monkeypatch.setenv("ENRICH_FEATURES", "avg_amount_30d")
+    import importlib
+    import sys
+
+    sys.modules.pop("consumers.handler", None)
+    handler = importlib.import_module("consumers.handler")
+    try:
+        evs = [dict(e, account_id="acct-enriched") for e in valid_events(2)]
+        for e in evs:
+            e.pop("avg_amount_30d", None)
+        # WHEN the batch is processed twice (the second time from the warm cache)
+        handler.lambda_handler(event_of(evs), LambdaContext())
+        handler.lambda_handler(event_of(evs), LambdaContext())
+        # THEN each score is the model's score of the event with the table's value filled in
+        rt = handler.RUNTIME
+        expected = rt.scorer.predict(rt.vectorizer([dict(e, avg_amount_30d=3.5) for e in evs]).matrix)
+        items = items_by_id(resources)
+        got = [float(items[e["event_id"]]["score"]["N"]) for e in evs]
+        assert got == [float(f"{s:.9f}") for s in expected.tolist()]
+        unenriched = rt.scorer.predict(rt.vectorizer(evs).matrix)
+        assert got != [float(f"{s:.9f}") for s in unenriched.tolist()]  # the table's value made a difference
+        assert rt.enricher.last.hits >= 1  # the second batch was served from the cache
+    finally:
+        sys.modules.pop("consumers.handler", None)
