@@ -47,7 +47,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from consumers.retry import Backoff, Deadline
-from consumers.sink import RETRYABLE_CODES, DynamoDBSink, ScoreRows, build_items, chunk_items
+from consumers.sink import RETRYABLE_CODES, DynamoDBSink, ScoreRows, write_chunks
 
 log = logging.getLogger(__name__)
 
@@ -392,12 +392,8 @@ class LeanDynamoDBSink:
 
     # -- Sink ------------------------------------------------------------------------------------
     def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
-        chunks = list(chunk_items(build_items(rows, self.ttl_days)))
-        if self.executor is None or len(chunks) < 2:
-            results = [self._write_chunk(c, deadline) for c in chunks]
-        else:
-            results = list(self.executor.map(lambda c: self._write_chunk(c, deadline), chunks))
-        return {key for failed in results for key in failed}
+        return write_chunks(rows, deadline, ttl_days=self.ttl_days, executor=self.executor,
+                            write_chunk=self._write_chunk)
 
     def close(self) -> None:
         """Close this thread's connection (the executor's threads close theirs when they exit)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
@@ -110,6 +110,18 @@ def chunk_items(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield chunk
 
 
+def write_chunks(rows: ScoreRows, deadline: Deadline, *, ttl_days: int, executor: ThreadPoolExecutor | None,
+                 write_chunk: Callable[[list[dict[str, Any]], Deadline], list[str]]) -> set[str]:
+    """Every writer's ``Sink.write``: items in chunks, the chunks overlapped on ``executor`` when there is one;
+    returns the keys ``write_chunk`` could not write."""
+    chunks = list(chunk_items(build_items(rows, ttl_days)))
+    if executor is None or len(chunks) < 2:
+        results = [write_chunk(c, deadline) for c in chunks]
+    else:
+        results = list(executor.map(lambda c: write_chunk(c, deadline), chunks))
+    return {key for failed in results for key in failed}
+
+
 class DynamoDBSink:
     """botocore BatchWriteItem. The client should be built with botocore retries off
     (``total_max_attempts=1``): this class owns retries so they respect the invocation deadline."""
@@ -124,12 +136,8 @@ class DynamoDBSink:
         self.stats = {"requests": 0, "throttled_requests": 0, "unprocessed_items": 0}
 
     def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
-        chunks = list(chunk_items(build_items(rows, self.ttl_days)))
-        if self.executor is None or len(chunks) < 2:
-            results = [self._write_chunk(c, deadline) for c in chunks]
-        else:
-            results = list(self.executor.map(lambda c: self._write_chunk(c, deadline), chunks))
-        return {key for failed in results for key in failed}
+        return write_chunks(rows, deadline, ttl_days=self.ttl_days, executor=self.executor,
+                            write_chunk=self._write_chunk)
 
     def _write_chunk(self, chunk: list[dict[str, Any]], deadline: Deadline) -> list[str]:
         pending = [{"PutRequest": {"Item": item}} for item in chunk]
