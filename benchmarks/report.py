@@ -203,7 +203,7 @@ def _met(ok: bool, factor: float | None = None) -> str:
         return "met"
     if factor is None:
         return "**missed**"
-    return f"**missed** (by {abs(1 - factor) * 100:.0f}%)"
+    return f"**missed** (by {abs(1 - factor) * 100:.1f}%)"
 
 
 def report() -> str:
