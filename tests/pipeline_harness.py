@@ -47,6 +47,8 @@ STREAM, TABLE, DLQ, FAILURES = "events", "scores", "scoring-dlq", "scoring-failu
 # inject(proxy, handler_faults) switches a fault on and returns "when did it clear?" (monotonic, None while on)
 Inject = Callable[[FaultProxy, HandlerFaults], Callable[[], float | None]]
 
+POLL_S = 0.02  # interval of the deadline-bounded drain loop below
+
 
 def proxy_fault(name: str, **params: Any) -> Inject:
     def inject(proxy: FaultProxy, hf: HandlerFaults) -> Callable[[], float | None]:
@@ -279,7 +281,7 @@ def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, eve
                     out.problems.append(f"not drained within {timeout_s:.0f} s: produced {exp.produced}, scored "
                                         f"{s}, quarantined {q}, retried {r}, faults {proxy.stats()}")
                     break
-                time.sleep(0.02)
+                time.sleep(POLL_S)
             end = ended()
             out.cleared_before_done = end is not None and t_all is not None and end <= t_all
             if t_all is not None:

@@ -27,6 +27,8 @@ from tests.conftest import REPO
 from tests.faultwrap import client_error
 
 TEMPLATE = REPO / "sam" / "template.yaml"
+POLL_S = 0.01  # interval of the deadline-bounded wait_for loop
+SLOW_HANDLER_S = 0.05  # the CLI test's handler is slow on purpose: Ctrl-C arrives mid-invocation
 FAST_RETRY = Backoff(base_s=0.001, cap_s=0.005, max_attempts=10**6)
 
 
@@ -36,7 +38,7 @@ def wait_for(condition, timeout_s: float = 20.0, what: str = "condition") -> Non
     while not condition():
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(POLL_S)
 
 
 class Recorder:
@@ -605,7 +607,7 @@ def test_starting_position_latest_skips_older_records(kinesis):
 # ------------------------------------------------------------------------------------------- CLI
 def cli_handler(event, context):
     """Used by the CLI test below (python -m consumers.poller --handler tests.integration.test_poller.cli_handler)."""
-    time.sleep(0.05)
+    time.sleep(SLOW_HANDLER_S)
     return {"batchItemFailures": []}
 
 

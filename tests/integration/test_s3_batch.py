@@ -401,10 +401,11 @@ rt = s3_batch.runtime()
 rt.files.sink = None  # the items path is covered above; this is about the file path
 rt.handle(s3_put_event(sys.argv[2], sys.argv[3]), None)  # warm: a small file
 before, peak, done = rss(), [0], threading.Event()
+sample_every_s = 0.01  # RSS sampling interval
 def sample():
     while not done.is_set():
         peak[0] = max(peak[0], rss())
-        time.sleep(0.01)
+        time.sleep(sample_every_s)
 threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
 result = rt.handle(s3_put_event(sys.argv[2], sys.argv[4]), None)
