@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: $(STAMP)
-	$(PY) -m consumers.local.run --events $(EVENTS) --shards $(SHARDS)
+	$(PY) -m sam.local.run --events $(EVENTS) --shards $(SHARDS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis
@@ -64,38 +64,38 @@ audit: $(STAMP)
 	$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --progress-spinner off \
 		-r requirements/lambda.txt -r requirements/dev.txt $(AUDIT_ARGS)
 
-# Soak (not in CI): SOAK_EVENTS through the local pipeline with faults switched on at random (consumers/local/soak.py):
+# Soak (not in CI): SOAK_EVENTS through the local pipeline with faults switched on at random (sam/local/soak.py):
 # the `make run` accounting, RSS over time with a growth check, retries per fault. 1,000,000 events take ~20-30 min.
 SOAK_EVENTS ?= 1000000
 SOAK_ARGS ?=
 .PHONY: soak
 soak: $(STAMP)
-	$(PY) -m consumers.local.soak --events $(SOAK_EVENTS) $(SOAK_ARGS)
+	$(PY) -m sam.local.soak --events $(SOAK_EVENTS) $(SOAK_ARGS)
 
-# S3 batch path locally (consumers/local/s3_demo.py): moto, a generated file under the input prefix, the S3 event,
+# S3 batch path locally (sam/local/s3_demo.py): moto, a generated file under the input prefix, the S3 event,
 # the head of the scored file and of .rejected. S3_ARGS e.g. "--format jsonl --enrich".
 S3_ROWS ?= 10000
 S3_ARGS ?=
 .PHONY: run-s3
 run-s3: $(STAMP)
-	$(PY) -m consumers.local.s3_demo --rows $(S3_ROWS) $(S3_ARGS)
+	$(PY) -m sam.local.s3_demo --rows $(S3_ROWS) $(S3_ARGS)
 
-# HTTP API locally (consumers/local/http_server.py): POST /score on 127.0.0.1:$(PORT) through the Lambda handler.
+# HTTP API locally (sam/local/http_server.py): POST /score on 127.0.0.1:$(PORT) through the Lambda handler.
 # `make serve` serves until Ctrl-C (SERVE_ARGS=--moto adds a scores table and enrichment); `make serve-demo` starts
 # it, scores a sample with curl, and stops it.
 PORT ?= 8080
 SERVE_ARGS ?=
 .PHONY: serve serve-demo
 serve: $(STAMP)
-	@echo "curl example: $(PY) -m consumers.local.http_server --sample 3 | curl -sS -X POST http://127.0.0.1:$(PORT)/score -H 'content-type: application/json' --data-binary @-"
-	$(PY) -m consumers.local.http_server --port $(PORT) $(SERVE_ARGS)
+	@echo "curl example: $(PY) -m sam.local.http_server --sample 3 | curl -sS -X POST http://127.0.0.1:$(PORT)/score -H 'content-type: application/json' --data-binary @-"
+	$(PY) -m sam.local.http_server --port $(PORT) $(SERVE_ARGS)
 
 serve-demo: $(STAMP)
-	@$(PY) -m consumers.local.http_server --port $(PORT) $(SERVE_ARGS) & pid=$$!; \
+	@$(PY) -m sam.local.http_server --port $(PORT) $(SERVE_ARGS) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
-	$(PY) -m consumers.local.http_server --wait http://127.0.0.1:$(PORT)/score || exit 1; \
+	$(PY) -m sam.local.http_server --wait http://127.0.0.1:$(PORT)/score || exit 1; \
 	echo "== POST /score, 2 events"; \
-	$(PY) -m consumers.local.http_server --sample 2 | curl -sS -X POST http://127.0.0.1:$(PORT)/score \
+	$(PY) -m sam.local.http_server --sample 2 | curl -sS -X POST http://127.0.0.1:$(PORT)/score \
 		-H 'content-type: application/json' --data-binary @- -w '\nHTTP %{http_code} in %{time_total}s\n'; \
 	echo "== POST /score, an invalid event (400 with per-field errors)"; \
 	curl -sS -X POST http://127.0.0.1:$(PORT)/score -H 'content-type: application/json' \

@@ -17,6 +17,7 @@ Each keeps the CPU seconds spent per stage in ``STAGES`` (decode, vectorize, pre
 takes ``cap``: only the first ``cap`` records of an event are processed (the slow variants are measured on a
 subset of a large batch; rates are per record).
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,7 +36,7 @@ def init(model_uri: str = "model/bundles/default") -> None:
     import boto3
     import numpy as np
 
-    from model.bundle import load_bundle
+    from consumers.core.bundle import load_bundle
 
     bundle = load_bundle(model_uri, cache_dir=os.environ.get("MODEL_CACHE_DIR", "/tmp/model-cache"))
     schema = bundle.schema
@@ -46,8 +47,15 @@ def init(model_uri: str = "model/bundles/default") -> None:
             encoders.append((f.name, lambda v, index=index: index.get(v, float("nan"))))
         else:
             encoders.append((f.name, float))
-    _state.update(booster=bundle.booster, version=bundle.version, names=schema.names, encoders=encoders, np=np,
-                  table=boto3.resource("dynamodb").Table(os.environ["SCORES_TABLE"]), ttl_s=30 * 86400)
+    _state.update(
+        booster=bundle.booster,
+        version=bundle.version,
+        names=schema.names,
+        encoders=encoders,
+        np=np,
+        table=boto3.resource("dynamodb").Table(os.environ["SCORES_TABLE"]),
+        ttl_s=30 * 86400,
+    )
     reset_stages()
 
 
@@ -92,8 +100,13 @@ def naive_handler(event: dict, context: Any, cap: int | None = None) -> dict:
         t2 = clock()
         score = float(booster.predict(dmatrix)[0])
         t3 = clock()
-        item = _item(payload, score, record["eventID"].split(":")[0], record["kinesis"]["sequenceNumber"],
-                     record["kinesis"]["approximateArrivalTimestamp"])
+        item = _item(
+            payload,
+            score,
+            record["eventID"].split(":")[0],
+            record["kinesis"]["sequenceNumber"],
+            record["kinesis"]["approximateArrivalTimestamp"],
+        )
         t4 = clock()
         table.put_item(Item=item)
         t5 = clock()
@@ -118,6 +131,7 @@ def per_record_handler(event: dict, context: Any, cap: int | None = None) -> dic
     if cap is not None and cap < len(event["Records"]):
         event = {"Records": event["Records"][:cap]}
     with _state["table"].batch_writer() as writer:
+
         def record_handler(record: Any) -> None:
             t0 = clock()
             payload = record.kinesis.data_as_json()
@@ -126,8 +140,13 @@ def per_record_handler(event: dict, context: Any, cap: int | None = None) -> dic
             t2 = clock()
             score = float(booster.inplace_predict(row)[0])
             t3 = clock()
-            item = _item(payload, score, record.event_id.split(":")[0], record.kinesis.sequence_number,
-                         record.kinesis.approximate_arrival_timestamp)
+            item = _item(
+                payload,
+                score,
+                record.event_id.split(":")[0],
+                record.kinesis.sequence_number,
+                record.kinesis.approximate_arrival_timestamp,
+            )
             t4 = clock()
             writer.put_item(Item=item)
             t5 = clock()
@@ -137,8 +156,9 @@ def per_record_handler(event: dict, context: Any, cap: int | None = None) -> dic
             st["items"] += t4 - t3
             st["write"] += t5 - t4
 
-        response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                            context=context)
+        response = process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
         t = clock()
     st["write"] += clock() - t  # the batch_writer's final flush
     return response

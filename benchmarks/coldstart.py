@@ -11,6 +11,7 @@ page cache, so this measures CPU, not disk. Wall and CPU time are both recorded:
 time includes waiting for the core (Lambda gives the init phase its own vCPU). The packaged-zip variant, with and without ``.pyc``, is
 sam/coldstart.py. Writes ``results/coldstart.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,15 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 t1, c1 = time.time(), time.process_time()
 import consumers.handler as handler
 t2, c2 = time.time(), time.process_time()
-from consumers.local.context import LambdaContext
+from sam.local.context import LambdaContext
 event = json.loads(open(sys.argv[1], "rb").read())
 t3, c3 = time.time(), time.process_time()
 resp = handler.lambda_handler(event, LambdaContext(timeout_ms=60_000))
 t4, c4 = time.time(), time.process_time()
 assert resp == {"batchItemFailures": []}, resp
-from model.bundle import load_bundle
+from consumers.core.bundle import load_bundle
 m0 = time.perf_counter()
-load_bundle(handler.RUNTIME.settings.model_uri, cache_dir=handler.RUNTIME.settings.model_cache_dir)
+load_bundle(handler.runtime().settings.model_uri, cache_dir=handler.runtime().settings.model_cache_dir)
 m1 = time.perf_counter()
 import resource
 json.dump({"cpu_interpreter_start_s": c0, "cpu_imports_s": c1 - c0, "cpu_init_s": c2 - c1,
@@ -77,23 +78,52 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, endpoint("instant") as server:
         event_path = os.path.join(tmp, "event.json")
         Path(event_path).write_text(json.dumps(build_event(args.records)))
-        env = {**os.environ, **aws_env(server.endpoint), "SCORES_TABLE": "scores",
-               "DLQ_URL": "http://127.0.0.1:9/000000000000/dlq", "MODEL_URI": str(REPO / "model/bundles/default"),
-               "MODEL_CACHE_DIR": os.path.join(tmp, "model-cache"), "POWERTOOLS_SERVICE_NAME": "event-scoring",
-               "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            **aws_env(server.endpoint),
+            "SCORES_TABLE": "scores",
+            "DLQ_URL": "http://127.0.0.1:9/000000000000/dlq",
+            "MODEL_URI": str(REPO / "model/bundles/default"),
+            "MODEL_CACHE_DIR": os.path.join(tmp, "model-cache"),
+            "POWERTOOLS_SERVICE_NAME": "event-scoring",
+            "PYTHONPATH": str(REPO),
+        }
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         one_run(event_path, env)  # warm-up: .pyc written, files in the page cache
         runs = []
         for i in range(args.runs):
             runs.append(one_run(event_path, env))
-            print(f"run {i}: total {runs[-1]['total_s']:.3f} s wall, {runs[-1]['cpu_total_s']:.3f} s CPU",
-                  file=sys.stderr, flush=True)
-    keys = ["interpreter_start_s", "imports_s", "init_s", "first_batch_s", "model_load_s", "total_s", "peak_rss_mb",
-            "cpu_interpreter_start_s", "cpu_imports_s", "cpu_init_s", "cpu_first_batch_s", "cpu_total_s"]
+            print(
+                f"run {i}: total {runs[-1]['total_s']:.3f} s wall, {runs[-1]['cpu_total_s']:.3f} s CPU",
+                file=sys.stderr,
+                flush=True,
+            )
+    keys = [
+        "interpreter_start_s",
+        "imports_s",
+        "init_s",
+        "first_batch_s",
+        "model_load_s",
+        "total_s",
+        "peak_rss_mb",
+        "cpu_interpreter_start_s",
+        "cpu_imports_s",
+        "cpu_init_s",
+        "cpu_first_batch_s",
+        "cpu_total_s",
+    ]
     med = {k: round(statistics.median(r[k] for r in runs), 4) for k in keys}
-    result = {"benchmark": "coldstart", "runs": args.runs, "first_batch_records": args.records, "with_pyc": True,
-              "median": med, "min_total_s": round(min(r["total_s"] for r in runs), 4),
-              "max_total_s": round(max(r["total_s"] for r in runs), 4), "all": runs, "machine": machine()}
+    result = {
+        "benchmark": "coldstart",
+        "runs": args.runs,
+        "first_batch_records": args.records,
+        "with_pyc": True,
+        "median": med,
+        "min_total_s": round(min(r["total_s"] for r in runs), 4),
+        "max_total_s": round(max(r["total_s"] for r in runs), 4),
+        "all": runs,
+        "machine": machine(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(med, indent=2))

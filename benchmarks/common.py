@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: pinning, the endpoints (moto, the instant fake, the fake with latency),
 sample rows and events, peak RSS, the machine description."""
+
 from __future__ import annotations
 
 import os
@@ -9,17 +10,22 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).parent / "results")  # BENCH_RESULTS: smoke runs
+RESULTS = Path(
+    os.environ.get("BENCH_RESULTS") or Path(__file__).parent / "results"
+)  # BENCH_RESULTS: smoke runs
 BENCH_CPU = 0  # the measured process
 SERVER_CPU = 1  # moto / the fake endpoint: its CPU is not client CPU
 TARGETS = ("instant", "latency10", "moto")  # where DynamoDB writes go
-TARGET_LABELS = {"instant": "instant local endpoint", "latency10": "local endpoint, 10 ms latency",
-                 "moto": "moto server"}
+TARGET_LABELS = {
+    "instant": "instant local endpoint",
+    "latency10": "local endpoint, 10 ms latency",
+    "moto": "moto server",
+}
 
 
 def pin(cpu: int = BENCH_CPU) -> None:
@@ -34,8 +40,12 @@ def pin(cpu: int = BENCH_CPU) -> None:
 def pin_pid(pid: int, cpu: int = SERVER_CPU) -> None:
     """Pin another process (all its threads) to ``cpu``."""
     if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
-        subprocess.run(["taskset", "-apc", str(cpu), str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False)
+        subprocess.run(
+            ["taskset", "-apc", str(cpu), str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
 
 
 def machine() -> dict:
@@ -51,10 +61,16 @@ def machine() -> dict:
     import numpy
     import xgboost
 
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "cpu_model": model,
-            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "platform": platform.platform(), "botocore": botocore.__version__, "xgboost": xgboost.__version__,
-            "numpy": numpy.__version__}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "botocore": botocore.__version__,
+        "xgboost": xgboost.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -63,7 +79,7 @@ def peak_rss_mb() -> float:
 
 
 def aws_env(endpoint: str) -> dict[str, str]:
-    from consumers.local.emulator import LOCAL_ENV
+    from sam.local.emulator import LOCAL_ENV
 
     return {**LOCAL_ENV, "AWS_ENDPOINT_URL": endpoint}
 
@@ -73,7 +89,7 @@ def endpoint(target: str) -> Iterator[object]:
     """A running DynamoDB endpoint for ``target`` (pinned to the server core); yields the server object
     (``.endpoint`` is its URL). moto gets the scores table and the dead-letter queue created."""
     if target == "moto":
-        from consumers.local.emulator import MotoServer
+        from sam.local.emulator import MotoServer
 
         server = MotoServer().start()
         pin_pid(server._proc.pid)
@@ -91,12 +107,15 @@ def create_resources(endpoint_url: str, table: str = "scores", queue: str = "dlq
     """Scores table + DLQ on moto; returns the queue URL."""
     import boto3
 
-    from consumers.local.resources import create_queue, create_scores_table
+    from sam.local.resources import create_queue, create_scores_table
 
     env = aws_env(endpoint_url)
-    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                                     aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                                     aws_session_token=env["AWS_SESSION_TOKEN"], region_name=env["AWS_REGION"])
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env["AWS_SESSION_TOKEN"],
+        region_name=env["AWS_REGION"],
+    )
     ddb = session.client("dynamodb", endpoint_url=endpoint_url)
     try:
         create_scores_table(ddb, table)
@@ -109,15 +128,20 @@ def sample_rows(n: int, seed: int = 7):
     """ScoreRows like the pipeline builds for n events (ids, scores, positions, arrivals)."""
     import numpy as np
 
-    from consumers.events import sequence_number
-    from consumers.sink import ScoreRows
-    from consumers.types import Position
+    from consumers.core.ports import ScoreRows
+    from consumers.core.types import Position
+    from sam.local.events import sequence_number
 
     rng = np.random.default_rng(seed)
     now = time.time()
-    return ScoreRows(ids=[f"evt-{seed}-{i:08d}" for i in range(n)], scores=rng.random(n, dtype=np.float32),
-                     positions=[Position("shardId-000000000000", sequence_number(i)) for i in range(n)],
-                     arrivals=[now - 1.0] * n, model_version="31c4c0748a051110", scored_at_ms=int(now * 1000))
+    return ScoreRows(
+        ids=[f"evt-{seed}-{i:08d}" for i in range(n)],
+        scores=rng.random(n, dtype=np.float32),
+        positions=[Position("shardId-000000000000", sequence_number(i)) for i in range(n)],
+        arrivals=[now - 1.0] * n,
+        model_version="31c4c0748a051110",
+        scored_at_ms=int(now * 1000),
+    )
 
 
 def build_event(n: int, seed: int = 7) -> dict:

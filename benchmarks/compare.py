@@ -25,6 +25,7 @@ Slow variants are measured on a subset: ``naive`` processes at most ``--naive-ca
 batch and ``per_record`` at most ``--per-record-cap`` (2,000); rates are per record and their wall time per
 batch is extrapolated (rate x batch size), flagged ``extrapolated``. Writes ``results/compare.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (BENCH_CPU, REPO, RESULTS, TARGETS, aws_env, create_resources, endpoint, log, machine,
-                               peak_rss_mb, pin)
+from benchmarks.common import (
+    BENCH_CPU,
+    REPO,
+    RESULTS,
+    TARGETS,
+    aws_env,
+    create_resources,
+    endpoint,
+    log,
+    machine,
+    peak_rss_mb,
+    pin,
+)
 
 SIZES = [1, 10, 100, 500, 1000, 5000, 10000]
 VARIANTS = ["naive", "per_record", "handler", "handler_botocore"]
@@ -73,22 +85,27 @@ def _invocations(variant: str, processed: int, size: int, args: argparse.Namespa
 
 def run_cell(args: argparse.Namespace) -> int:
     pin(BENCH_CPU)
-    env = {**aws_env(args.endpoint), "SCORES_TABLE": "scores", "DLQ_URL": args.dlq_url,
-           "MODEL_URI": str(REPO / "model/bundles/default"),
-           "MODEL_CACHE_DIR": os.path.join(tempfile.gettempdir(), "bench-model-cache"),
-           "POWERTOOLS_SERVICE_NAME": "event-scoring", "POWERTOOLS_LOG_LEVEL": "INFO"}
+    env = {
+        **aws_env(args.endpoint),
+        "SCORES_TABLE": "scores",
+        "DLQ_URL": args.dlq_url,
+        "MODEL_URI": str(REPO / "model/bundles/default"),
+        "MODEL_CACHE_DIR": os.path.join(tempfile.gettempdir(), "bench-model-cache"),
+        "POWERTOOLS_SERVICE_NAME": "event-scoring",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
     env["SCORES_WRITER"] = "botocore" if args.variant == "handler_botocore" else "lean"
     os.environ.update(env)
-    from consumers.local.context import LambdaContext
+    from sam.local.context import LambdaContext
 
     if args.variant.startswith("handler"):
+        import consumers.aws.dynamodb
+        import consumers.aws.lean_dynamodb
         import consumers.handler as handler
-        import consumers.ddb_http
-        import consumers.sink
 
-        timed = _Timed(consumers.sink.build_items)
-        consumers.sink.build_items = timed
-        consumers.ddb_http.build_items = timed
+        timed = _Timed(consumers.aws.dynamodb.build_items)
+        consumers.aws.dynamodb.build_items = timed
+        consumers.aws.lean_dynamodb.build_items = timed
         fn = handler.lambda_handler
     else:
         from benchmarks import baselines
@@ -127,7 +144,7 @@ def run_cell(args: argparse.Namespace) -> int:
             wall_total += w
             walls.append(w)
             if args.variant.startswith("handler"):
-                tm = handler.RUNTIME.last_outcome.timings_ms
+                tm = handler.runtime().last_outcome.timings_ms
                 per = {s: tm.get(f"{s}_cpu_ms", 0.0) / 1000 for s in STAGES if s not in ("other",)}
                 per["items"] += timed.cpu
                 per["write"] -= timed.cpu
@@ -142,38 +159,75 @@ def run_cell(args: argparse.Namespace) -> int:
         extrapolated = processed < size
         if extrapolated:
             wall_per_batch = wall_total / records * size
-        results.append({
-            "variant": args.variant, "target": args.target, "size": size, "records_measured": records,
-            "invocations": k, "records_per_invocation": processed, "extrapolated": extrapolated,
-            "records_per_s_cpu": round(records / cpu_total, 1),
-            "records_per_s_wall": round(records / wall_total, 1),
-            "cpu_ms_per_batch": round(cpu_total / records * size * 1000, 2),
-            "wall_ms_per_batch": round(wall_per_batch * 1000, 2),
-            "cpu_us_per_record": round(cpu_total / records * 1e6, 2),
-            "cpu_ms_by_stage_per_batch": {s: round(v / records * size * 1000, 3) for s, v in stage_cpu.items()},
-            "cpu_share_by_stage": {s: round(v / cpu_total, 4) for s, v in stage_cpu.items()},
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-            "runtime_parse_ms": round(runtime_parse_ms, 2),
-            "event_payload_bytes": len(raw),
-            "fits_lambda_6mb_payload": len(raw) <= LAMBDA_PAYLOAD_CAP_BYTES,
-        })
-        print(f"  {args.variant:16s} {args.target:9s} {size:6d}: {records / cpu_total:10.0f} rec/s CPU, "
-              f"wall/batch {wall_per_batch * 1000:9.1f} ms, RSS {peak_rss_mb():6.0f} MB", file=sys.stderr, flush=True)
+        results.append(
+            {
+                "variant": args.variant,
+                "target": args.target,
+                "size": size,
+                "records_measured": records,
+                "invocations": k,
+                "records_per_invocation": processed,
+                "extrapolated": extrapolated,
+                "records_per_s_cpu": round(records / cpu_total, 1),
+                "records_per_s_wall": round(records / wall_total, 1),
+                "cpu_ms_per_batch": round(cpu_total / records * size * 1000, 2),
+                "wall_ms_per_batch": round(wall_per_batch * 1000, 2),
+                "cpu_us_per_record": round(cpu_total / records * 1e6, 2),
+                "cpu_ms_by_stage_per_batch": {
+                    s: round(v / records * size * 1000, 3) for s, v in stage_cpu.items()
+                },
+                "cpu_share_by_stage": {s: round(v / cpu_total, 4) for s, v in stage_cpu.items()},
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "runtime_parse_ms": round(runtime_parse_ms, 2),
+                "event_payload_bytes": len(raw),
+                "fits_lambda_6mb_payload": len(raw) <= LAMBDA_PAYLOAD_CAP_BYTES,
+            }
+        )
+        print(
+            f"  {args.variant:16s} {args.target:9s} {size:6d}: {records / cpu_total:10.0f} rec/s CPU, "
+            f"wall/batch {wall_per_batch * 1000:9.1f} ms, RSS {peak_rss_mb():6.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
         del event
     Path(args.cell_out).write_text(json.dumps(results))
     return 0
 
 
 # ------------------------------------------------------------------------------------- orchestrator
-def _spawn_cell(variant: str, target: str, sizes: list[int], url: str, dlq: str, events_dir: str,
-                args: argparse.Namespace) -> list[dict]:
+def _spawn_cell(
+    variant: str, target: str, sizes: list[int], url: str, dlq: str, events_dir: str, args: argparse.Namespace
+) -> list[dict]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    cmd = [sys.executable, "-m", "benchmarks.compare", "--cell", "--variant", variant, "--target", target,
-           "--sizes", ",".join(map(str, sizes)), "--endpoint", url, "--dlq-url", dlq, "--events-dir", events_dir,
-           "--cell-out", out]
-    for name in ("naive_cap", "per_record_cap", "naive_min_records", "per_record_min_records",
-                 "handler_min_records", "min_invocations"):
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.compare",
+        "--cell",
+        "--variant",
+        variant,
+        "--target",
+        target,
+        "--sizes",
+        ",".join(map(str, sizes)),
+        "--endpoint",
+        url,
+        "--dlq-url",
+        dlq,
+        "--events-dir",
+        events_dir,
+        "--cell-out",
+        out,
+    ]
+    for name in (
+        "naive_cap",
+        "per_record_cap",
+        "naive_min_records",
+        "per_record_min_records",
+        "handler_min_records",
+        "min_invocations",
+    ):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if hasattr(os, "sched_getaffinity"):
         cmd = ["taskset", "-c", str(BENCH_CPU)] + cmd if (os.cpu_count() or 1) > 1 else cmd
@@ -212,12 +266,20 @@ def orchestrate(args: argparse.Namespace) -> int:
                             rows += _spawn_cell(variant, target, [size], url, dlq, events_dir, args)
                     else:
                         rows += _spawn_cell(variant, target, sizes, url, dlq, events_dir, args)
-    result = {"benchmark": "compare", "sizes": sizes, "targets": targets, "variants": variants,
-              "caps": {"naive": args.naive_cap, "per_record": args.per_record_cap},
-              "event_payload_bytes": payload_bytes, "lambda_payload_cap_bytes": LAMBDA_PAYLOAD_CAP_BYTES,
-              "largest_batch_fitting_6mb": _largest_fitting(payload_bytes),
-              "duration_s": round(time.monotonic() - t_start, 1), "machine": machine(), "rows": rows,
-              "ratios": ratios(rows)}
+    result = {
+        "benchmark": "compare",
+        "sizes": sizes,
+        "targets": targets,
+        "variants": variants,
+        "caps": {"naive": args.naive_cap, "per_record": args.per_record_cap},
+        "event_payload_bytes": payload_bytes,
+        "lambda_payload_cap_bytes": LAMBDA_PAYLOAD_CAP_BYTES,
+        "largest_batch_fitting_6mb": _largest_fitting(payload_bytes),
+        "duration_s": round(time.monotonic() - t_start, 1),
+        "machine": machine(),
+        "rows": rows,
+        "ratios": ratios(rows),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print_ratios(result)
@@ -225,8 +287,11 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def _largest_fitting(payload_bytes: dict[int, int]) -> int:
-    per_record = max(b / n for n, b in payload_bytes.items() if n >= 100) if any(n >= 100 for n in payload_bytes) \
+    per_record = (
+        max(b / n for n, b in payload_bytes.items() if n >= 100)
+        if any(n >= 100 for n in payload_bytes)
         else max(b / n for n, b in payload_bytes.items())
+    )
     return int(LAMBDA_PAYLOAD_CAP_BYTES / per_record)
 
 
@@ -249,11 +314,15 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 def print_ratios(result: dict) -> None:
     print("\nhandler / per_record / naive, records per CPU-second (same run):")
-    print(f"{'target':10s} {'size':>6s} {'handler':>9s} {'x per_rec':>9s} {'x naive':>9s} {'x botocore':>10s}")
+    print(
+        f"{'target':10s} {'size':>6s} {'handler':>9s} {'x per_rec':>9s} {'x naive':>9s} {'x botocore':>10s}"
+    )
     for r in result["ratios"]:
-        print(f"{r['target']:10s} {r['size']:6d} {r['handler_records_per_s_cpu']:9.0f} "
-              f"{r.get('handler_vs_per_record_cpu', float('nan')):9.1f} {r.get('handler_vs_naive_cpu', float('nan')):9.1f} "
-              f"{r.get('handler_vs_handler_botocore_cpu', float('nan')):10.1f}")
+        print(
+            f"{r['target']:10s} {r['size']:6d} {r['handler_records_per_s_cpu']:9.0f} "
+            f"{r.get('handler_vs_per_record_cpu', float('nan')):9.1f} {r.get('handler_vs_naive_cpu', float('nan')):9.1f} "
+            f"{r.get('handler_vs_handler_botocore_cpu', float('nan')):10.1f}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,12 +18,12 @@ record rounded up to 1 KB; provisioned: per 25 KB PUT payload unit) do not depen
 they are listed for the total. Hourly charges (stream-hours, shard-hours) are left out: they do not scale
 per event. Prices: us-east-1 list prices used below, editable in ``PRICES``.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS
@@ -66,7 +66,9 @@ def fixed_per_million() -> dict[str, float]:
     gib = 1e6 * kb * 1024 / 2**30
     return {
         "dynamodb_writes": round(PRICES["dynamodb_on_demand_wru"] * 1e6, 4),
-        "kinesis_on_demand": round(gib * (PRICES["kinesis_on_demand_gb_in"] + PRICES["kinesis_on_demand_gb_out"]), 4),
+        "kinesis_on_demand": round(
+            gib * (PRICES["kinesis_on_demand_gb_in"] + PRICES["kinesis_on_demand_gb_out"]), 4
+        ),
         "kinesis_provisioned_put_units": round(PRICES["kinesis_provisioned_put_unit"] * 1e6, 4),
     }
 
@@ -81,20 +83,40 @@ def model(compare: dict[str, Any], target: str = "latency10") -> dict[str, Any]:
         io = max(0.0, r["wall_ms_per_batch"] - r["cpu_ms_per_batch"])
         peak = rss.get((r["variant"], r["size"]), r["peak_rss_mb"])
         mem = cheapest_memory(cpu, io, peak)
-        row = {"variant": r["variant"], "size": r["size"], "cpu_ms": round(cpu, 2), "io_ms": round(io, 2),
-               "duration_ms_1769": round(duration_ms(cpu, io, FULL_VCPU_MB), 2),
-               "cheapest_mb": mem, "duration_ms_cheapest": round(duration_ms(cpu, io, mem), 2),
-               "fits_6mb_payload": r["fits_lambda_6mb_payload"], "extrapolated": r["extrapolated"]}
+        row = {
+            "variant": r["variant"],
+            "size": r["size"],
+            "cpu_ms": round(cpu, 2),
+            "io_ms": round(io, 2),
+            "duration_ms_1769": round(duration_ms(cpu, io, FULL_VCPU_MB), 2),
+            "cheapest_mb": mem,
+            "duration_ms_cheapest": round(duration_ms(cpu, io, mem), 2),
+            "fits_6mb_payload": r["fits_lambda_6mb_payload"],
+            "extrapolated": r["extrapolated"],
+        }
         for arch in ("x86_64", "arm64"):
-            row[f"usd_per_m_{arch}_1769"] = round(lambda_cost_per_million(r["size"], cpu, io, FULL_VCPU_MB, arch), 4)
-            row[f"usd_per_m_{arch}_cheapest"] = round(lambda_cost_per_million(r["size"], cpu, io, mem, arch), 4)
+            row[f"usd_per_m_{arch}_1769"] = round(
+                lambda_cost_per_million(r["size"], cpu, io, FULL_VCPU_MB, arch), 4
+            )
+            row[f"usd_per_m_{arch}_cheapest"] = round(
+                lambda_cost_per_million(r["size"], cpu, io, mem, arch), 4
+            )
         rows.append(row)
     fixed = fixed_per_million()
-    return {"benchmark": "cost", "target": target, "prices": PRICES, "fixed_usd_per_m": fixed,
-            "assumptions": {"full_vcpu_mb": FULL_VCPU_MB, "latency_slack": LATENCY_SLACK,
-                            "rss_headroom": RSS_HEADROOM, "event_bytes": EVENT_BYTES,
-                            "arm64_duration": "same as measured x86_64 duration (not measured on Graviton)"},
-            "rows": rows}
+    return {
+        "benchmark": "cost",
+        "target": target,
+        "prices": PRICES,
+        "fixed_usd_per_m": fixed,
+        "assumptions": {
+            "full_vcpu_mb": FULL_VCPU_MB,
+            "latency_slack": LATENCY_SLACK,
+            "rss_headroom": RSS_HEADROOM,
+            "event_bytes": EVENT_BYTES,
+            "arm64_duration": "same as measured x86_64 duration (not measured on Graviton)",
+        },
+        "rows": rows,
+    }
 
 
 def main() -> int:
@@ -102,8 +124,10 @@ def main() -> int:
     result = model(compare)
     (RESULTS / "cost.json").write_text(json.dumps(result, indent=1) + "\n")
     for r in result["rows"]:
-        print(f"{r['variant']:16s} {r['size']:6d} x86 1769: ${r['usd_per_m_x86_64_1769']:.3f}/M, "
-              f"cheapest {r['cheapest_mb']} MB: ${r['usd_per_m_x86_64_cheapest']:.3f}/M")
+        print(
+            f"{r['variant']:16s} {r['size']:6d} x86 1769: ${r['usd_per_m_x86_64_1769']:.3f}/M, "
+            f"cheapest {r['cheapest_mb']} MB: ${r['usd_per_m_x86_64_cheapest']:.3f}/M"
+        )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""End to end through the local event-source mapping (consumers/poller.py) and moto server, by batch size:
+"""End to end through the local event-source mapping (sam/local/poller.py) and moto server, by batch size:
 
     taskset -c 0 .venv/bin/python -m benchmarks.e2e [--sizes 1,10,100,500,1000,5000,10000]
 
@@ -17,6 +17,7 @@ Producer, poller and handler share core 0 here; on AWS the mapping polls outside
 GetRecords/PutRecords are far slower than Kinesis, so absolute numbers are local-mode numbers; the
 comparison between batch sizes is the point. Writes ``results/e2e.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,15 @@ from typing import Any
 import orjson
 
 from benchmarks.common import REPO, RESULTS, create_resources, endpoint, log, machine, pin
+from model import DEFAULT_SCHEMA_PATH
 
 SIZES = [1, 10, 100, 500, 1000, 5000, 10000]
 
 
 class Producer(threading.Thread):
-    def __init__(self, kinesis: Any, stream: str, payloads: list[tuple[str, bytes]], rate: float | None) -> None:
+    def __init__(
+        self, kinesis: Any, stream: str, payloads: list[tuple[str, bytes]], rate: float | None
+    ) -> None:
         super().__init__(daemon=True)
         self.kinesis, self.stream, self.payloads, self.rate = kinesis, stream, payloads, rate
         self.first_put = self.last_put = 0.0
@@ -56,7 +60,7 @@ class Producer(threading.Thread):
                     wait = t0 + i / self.rate - time.time()
                     if wait > 0:
                         time.sleep(wait)
-                entries = [{"Data": d, "PartitionKey": pk} for pk, d in self.payloads[i:i + step]]
+                entries = [{"Data": d, "PartitionKey": pk} for pk, d in self.payloads[i : i + step]]
                 while entries:
                     resp = self.kinesis.put_records(StreamName=self.stream, Records=entries)
                     failed = [e for e, r in zip(entries, resp["Records"]) if "ErrorCode" in r]
@@ -67,22 +71,40 @@ class Producer(threading.Thread):
             self.error = exc
 
 
-def run_one(size: int, scenario: str, n: int, rate: float | None, handler_fn: Any, session: Any,
-            timeout_s: float, seed: int) -> dict:
-    from consumers.local.resources import create_stream
-    from consumers.poller import EventSourceSettings, Poller
-    from model.schema import FeatureSchema
+def run_one(
+    size: int,
+    scenario: str,
+    n: int,
+    rate: float | None,
+    handler_fn: Any,
+    session: Any,
+    timeout_s: float,
+    seed: int,
+) -> dict:
+    from consumers.core.schema import FeatureSchema
     from model.synthetic import generate_events
+    from sam.local.poller import EventSourceSettings, Poller
+    from sam.local.resources import create_stream
 
     kinesis = session.client("kinesis")
     stream = f"bench-{scenario}-{size}"
     create_stream(kinesis, stream, 1)
-    settings = dataclasses.replace(EventSourceSettings.from_template(REPO / "sam/template.yaml"), batch_size=size,
-                                   starting_position="TRIM_HORIZON", function_timeout_s=900)
-    events = generate_events(FeatureSchema.load(), n, seed=seed)
+    settings = dataclasses.replace(
+        EventSourceSettings.from_template(REPO / "sam/template.yaml"),
+        batch_size=size,
+        starting_position="TRIM_HORIZON",
+        function_timeout_s=900,
+    )
+    events = generate_events(FeatureSchema.load(DEFAULT_SCHEMA_PATH), n, seed=seed)
     payloads = [(e["account_id"], orjson.dumps(e)) for e in events]
-    poller = Poller(session.client("kinesis"), stream, handler_fn, settings, poll_interval_s=0.05,
-                    discovery_interval_s=60.0)
+    poller = Poller(
+        session.client("kinesis"),
+        stream,
+        handler_fn,
+        settings,
+        poll_interval_s=0.05,
+        discovery_interval_s=60.0,
+    )
     poller.start()
     poller.wait_ready(30)
     producer = Producer(session.client("kinesis"), stream, payloads, rate)
@@ -108,8 +130,12 @@ def run_one(size: int, scenario: str, n: int, rate: float | None, handler_fn: An
     done = snap["records_done"]
     end = done_at or time.time()
     out = {
-        "scenario": scenario, "batch_size": size, "events": n, "records_done": done,
-        "completed": done >= n, "offered_rate": rate,
+        "scenario": scenario,
+        "batch_size": size,
+        "events": n,
+        "records_done": done,
+        "completed": done >= n,
+        "offered_rate": rate,
         "records_per_s": round(done / max(1e-9, end - producer.first_put), 1),
         "publish_s": round((producer.last_put or end) - producer.first_put, 3),
         "wall_s": round(end - producer.first_put, 3),
@@ -122,22 +148,28 @@ def run_one(size: int, scenario: str, n: int, rate: float | None, handler_fn: An
         "invocations": snap["invocations"],
         "mean_batch": round(sum(snap["batch_sizes"]) / max(1, len(snap["batch_sizes"])), 1),
         "max_batch": max(snap["batch_sizes"], default=0),
-        "invoke_ms_p50": round(snap["batch_ms_p50"], 1), "invoke_ms_p99": round(snap["batch_ms_p99"], 1),
-        "function_errors": snap["function_errors"], "partial_failures": snap["partial_failures"],
+        "invoke_ms_p50": round(snap["batch_ms_p50"], 1),
+        "invoke_ms_p99": round(snap["batch_ms_p99"], 1),
+        "function_errors": snap["function_errors"],
+        "partial_failures": snap["partial_failures"],
         "errors": [str(e) for e in (poller.error, producer.error) if e is not None],
     }
     if rate is not None:
         out["sustained"] = out["completed"] and out["wall_s"] <= n / rate + 2.0
-    log(f"  {scenario:6s} BatchSize {size:6d}: {out['records_per_s']:8.0f} rec/s, p50 {out['latency_ms_p50']:8.0f} ms, "
+    log(
+        f"  {scenario:6s} BatchSize {size:6d}: {out['records_per_s']:8.0f} rec/s, p50 {out['latency_ms_p50']:8.0f} ms, "
         f"p99 {out['latency_ms_p99']:8.0f} ms, max backlog {max_backlog}, {out['invocations']} invocations, "
-        f"mean batch {out['mean_batch']}" + ("" if out["completed"] else f"  (INCOMPLETE: {done}/{n})"))
+        f"mean batch {out['mean_batch']}" + ("" if out["completed"] else f"  (INCOMPLETE: {done}/{n})")
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
-    ap.add_argument("--burst-events", type=int, default=5_000, help="events per burst run (BatchSize < 100: fewer)")
+    ap.add_argument(
+        "--burst-events", type=int, default=5_000, help="events per burst run (BatchSize < 100: fewer)"
+    )
     ap.add_argument("--rate", type=float, default=500.0, help="steady scenario: events per second")
     ap.add_argument("--seconds", type=float, default=6.0, help="steady scenario: seconds of publishing")
     ap.add_argument("--timeout", type=float, default=60.0, help="per run")
@@ -152,33 +184,52 @@ def main(argv: list[str] | None = None) -> int:
 
         from benchmarks.common import aws_env
 
-        env = {**aws_env(server.endpoint), "SCORES_TABLE": "scores", "MODEL_URI": str(REPO / "model/bundles/default"),
-               "MODEL_CACHE_DIR": os.path.join(tmp, "model-cache"), "POWERTOOLS_METRICS_DISABLED": "true",
-               "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}
+        env = {
+            **aws_env(server.endpoint),
+            "SCORES_TABLE": "scores",
+            "MODEL_URI": str(REPO / "model/bundles/default"),
+            "MODEL_CACHE_DIR": os.path.join(tmp, "model-cache"),
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
         os.environ.update(env)
         os.environ["DLQ_URL"] = create_resources(server.endpoint)
-        sys.modules.pop("consumers.handler", None)
         handler = importlib.import_module("consumers.handler")
-        writer = type(handler.RUNTIME.sink).__name__
+        handler.RUNTIME.reset()
+        writer = type(handler.runtime().sink).__name__
         session = boto3.session.Session()
         for scenario in args.scenarios.split(","):
             for size in sizes:
                 if scenario == "burst":
-                    n = args.burst_events if size >= 100 else min(args.burst_events, 300 * size if size > 1 else 500)
+                    n = (
+                        args.burst_events
+                        if size >= 100
+                        else min(args.burst_events, 300 * size if size > 1 else 500)
+                    )
                     rate = None
                 else:
                     n, rate = int(args.rate * args.seconds), args.rate
-                runs.append(run_one(size, scenario, n, rate, handler.lambda_handler, session, args.timeout, seed=size))
-    result = {"benchmark": "e2e", "writer": writer, "rate": args.rate, "seconds": args.seconds,
-              "template_batching_window_s": runs[0] and _window(), "runs": runs, "machine": machine(),
-              "loadavg": os.getloadavg()}
+                runs.append(
+                    run_one(size, scenario, n, rate, handler.lambda_handler, session, args.timeout, seed=size)
+                )
+    result = {
+        "benchmark": "e2e",
+        "writer": writer,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "template_batching_window_s": runs[0] and _window(),
+        "runs": runs,
+        "machine": machine(),
+        "loadavg": os.getloadavg(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
 def _window() -> int:
-    from consumers.poller import EventSourceSettings
+    from sam.local.poller import EventSourceSettings
 
     return EventSourceSettings.from_template(REPO / "sam/template.yaml").maximum_batching_window_s
 

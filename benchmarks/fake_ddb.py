@@ -11,6 +11,7 @@ process pinned to the other core, so none of its CPU is counted as client CPU.
 
 ``FakeDynamoDB`` starts and stops it from Python (``with FakeDynamoDB(latency_ms=10) as f: f.endpoint``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -33,11 +33,23 @@ _BODIES = {
 }
 
 
-def _response(body: bytes, status: str = "200 OK", content_type: bytes = b"application/x-amz-json-1.0") -> bytes:
-    return (b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: " + content_type
-            + b"\r\nx-amzn-RequestId: " + uuid.uuid4().hex.upper().encode()
-            + b"\r\nx-amz-crc32: " + str(binascii.crc32(body) & 0xFFFFFFFF).encode()
-            + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + body)
+def _response(
+    body: bytes, status: str = "200 OK", content_type: bytes = b"application/x-amz-json-1.0"
+) -> bytes:
+    return (
+        b"HTTP/1.1 "
+        + status.encode()
+        + b"\r\nContent-Type: "
+        + content_type
+        + b"\r\nx-amzn-RequestId: "
+        + uuid.uuid4().hex.upper().encode()
+        + b"\r\nx-amz-crc32: "
+        + str(binascii.crc32(body) & 0xFFFFFFFF).encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: keep-alive\r\n\r\n"
+        + body
+    )
 
 
 # Prebuilt answers (one fixed request id each): the endpoint should cost as little as possible per request.
@@ -71,8 +83,9 @@ class _Server:
                         target = value.strip()
                 body = await reader.readexactly(length) if length else b""
                 if method == b"GET" and path.startswith(b"/stats"):
-                    out = json.dumps({"requests": self.requests, "items": self.items,
-                                      "by_target": self.by_target}).encode()
+                    out = json.dumps(
+                        {"requests": self.requests, "items": self.items, "by_target": self.by_target}
+                    ).encode()
                     writer.write(_response(out, content_type=b"application/json"))
                     await writer.drain()
                     continue
@@ -118,13 +131,26 @@ class FakeDynamoDB:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeDynamoDB":
-        cmd = [sys.executable, "-m", "benchmarks.fake_ddb", "--port", str(self.port), "--latency-ms", str(self.latency_ms)]
+    def start(self) -> FakeDynamoDB:
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.fake_ddb",
+            "--port",
+            str(self.port),
+            "--latency-ms",
+            str(self.latency_ms),
+        ]
         if self.cpu is not None and shutil.which("taskset") and (os.cpu_count() or 1) > self.cpu:
             cmd = ["taskset", "-c", str(self.cpu)] + cmd
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            start_new_session=True,
+        )
         line = self._proc.stdout.readline()
         if not line.startswith("PORT "):
             self.stop()
@@ -137,7 +163,9 @@ class FakeDynamoDB:
             return json.loads(r.read())
 
     def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/reset", method="POST"), timeout=5).close()
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.endpoint}/reset", method="POST"), timeout=5
+        ).close()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -150,7 +178,7 @@ class FakeDynamoDB:
             proc.kill()
             proc.wait(timeout=5)
 
-    def __enter__(self) -> "FakeDynamoDB":
+    def __enter__(self) -> FakeDynamoDB:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,6 +7,7 @@ part), cold start, end to end through the poller, then results/REPORT.md with pl
 ``--quick`` runs every step on tiny sizes into a temporary directory (the smoke test; no results are
 overwritten). Each step is a child process pinned to core 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,17 +41,32 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated steps (default: all)")
-    ap.add_argument("--results", default="", help="output directory (default: benchmarks/results, or a temp dir with --quick)")
+    ap.add_argument(
+        "--results",
+        default="",
+        help="output directory (default: benchmarks/results, or a temp dir with --quick)",
+    )
     args = ap.parse_args(argv)
     steps = QUICK if args.quick else FULL
     only = [s for s in args.only.split(",") if s] or list(steps)
-    out_dir = Path(args.results) if args.results else (Path(tempfile.mkdtemp(prefix="bench-smoke-")) if args.quick else RESULTS)
+    out_dir = (
+        Path(args.results)
+        if args.results
+        else (Path(tempfile.mkdtemp(prefix="bench-smoke-")) if args.quick else RESULTS)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     load_start = os.getloadavg()
     durations = {}
     for step in only:
-        cmd = [sys.executable, "-m", f"benchmarks.{step}", *steps[step], "--out", str(out_dir / f"{step}.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            f"benchmarks.{step}",
+            *steps[step],
+            "--out",
+            str(out_dir / f"{step}.json"),
+        ]
         if (os.cpu_count() or 1) > 1:
             cmd = ["taskset", "-c", str(BENCH_CPU)] + cmd
         log(f"== {step}: {' '.join(cmd)}")
@@ -58,12 +74,23 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         durations[step] = round(time.monotonic() - s, 1)
         log(f"== {step}: {durations[step]} s")
-    (out_dir / "run_all.json").write_text(json.dumps({
-        "duration_s": round(time.monotonic() - t0, 1), "steps_s": durations, "quick": args.quick,
-        "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        indent=2) + "\n")
+    (out_dir / "run_all.json").write_text(
+        json.dumps(
+            {
+                "duration_s": round(time.monotonic() - t0, 1),
+                "steps_s": durations,
+                "quick": args.quick,
+                "loadavg_start": [round(x, 2) for x in load_start],
+                "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     env = {**os.environ, "BENCH_RESULTS": str(out_dir)}
-    subprocess.run([sys.executable, "-m", "benchmarks.report"], cwd=REPO, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.report"], cwd=REPO, check=True, env=env, stdout=subprocess.DEVNULL
+    )
     log(f"report: {out_dir / 'REPORT.md'}")
     return 0
 

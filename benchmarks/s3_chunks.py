@@ -1,4 +1,4 @@
-"""S3 batch scoring (consumers/s3_batch.py) against moto server over HTTP: rows/s by chunk size (rows per
+"""S3 batch scoring (consumers/s3_handler.py) against moto server over HTTP: rows/s by chunk size (rows per
 predict) on one core, and the memory of one large file. Run:
 
     .venv/bin/python -m benchmarks.s3_chunks [--rows 100000] [--repeat 3] [--chunks 100,1000,5000,20000]
@@ -12,13 +12,13 @@ The memory run scores the file in a fresh interpreter after a warm-up object and
 10 ms (the same measurement as tests/integration/test_s3_batch.py). Results are merged into
 benchmarks/results/s3_chunks.json (each run updates its own keys).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,8 +35,8 @@ MEASURE = """
 import json, os, resource, sys, threading, time
 os.chdir(sys.argv[1])
 sys.path.insert(0, sys.argv[1])
-from consumers import s3_batch
-from consumers.local.s3_demo import s3_put_event
+from consumers import s3_handler as s3_batch
+from sam.local.s3_demo import s3_put_event
 PAGE = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:
@@ -69,7 +69,7 @@ def pin(pid: int, cpu: int) -> None:
 
 
 def upload_generated(s3: Any, key: str, rows: int, fmt: str = "csv") -> int:
-    from consumers.local.s3_demo import generate_file
+    from sam.local.s3_demo import generate_file
 
     with tempfile.NamedTemporaryFile(suffix=f".{fmt}") as f:
         for piece in generate_file(fmt, rows, block=50_000):
@@ -81,7 +81,7 @@ def upload_generated(s3: Any, key: str, rows: int, fmt: str = "csv") -> int:
 
 
 def chunk_series(rt: Any, key: str, chunks: list[int], repeat: int) -> list[dict[str, Any]]:
-    from consumers.local.s3_demo import s3_put_event
+    from sam.local.s3_demo import s3_put_event
 
     out = []
     for chunk_rows in chunks:
@@ -95,13 +95,22 @@ def chunk_series(rt: Any, key: str, chunks: list[int], repeat: int) -> list[dict
             stages.append(result["objects"][0]["stage_s"])
         obj = result["objects"][0]
         wall, cpu = statistics.median(walls), statistics.median(cpus)
-        row = {"chunk_rows": chunk_rows, "rows": obj["rows"], "items": obj["items"],
-               "rows_per_s_wall": round(obj["rows"] / wall), "rows_per_s_cpu": round(obj["rows"] / cpu),
-               "median_wall_s": round(wall, 3), "median_cpu_s": round(cpu, 3),
-               "stage_s": {k: round(statistics.median(s.get(k, 0.0) for s in stages), 3) for k in stages[0]}}
+        row = {
+            "chunk_rows": chunk_rows,
+            "rows": obj["rows"],
+            "items": obj["items"],
+            "rows_per_s_wall": round(obj["rows"] / wall),
+            "rows_per_s_cpu": round(obj["rows"] / cpu),
+            "median_wall_s": round(wall, 3),
+            "median_cpu_s": round(cpu, 3),
+            "stage_s": {k: round(statistics.median(s.get(k, 0.0) for s in stages), 3) for k in stages[0]},
+        }
         out.append(row)
-        print(f"  chunk {chunk_rows:>6}: {row['rows_per_s_wall']:>7,} rows/s wall, {row['rows_per_s_cpu']:>7,} rows/s "
-              f"cpu ({wall:.2f} s wall, {cpu:.2f} s cpu)", flush=True)
+        print(
+            f"  chunk {chunk_rows:>6}: {row['rows_per_s_wall']:>7,} rows/s wall, {row['rows_per_s_cpu']:>7,} rows/s "
+            f"cpu ({wall:.2f} s wall, {cpu:.2f} s cpu)",
+            flush=True,
+        )
     return out
 
 
@@ -110,29 +119,50 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chunks", default="100,1000,5000,20000")
-    ap.add_argument("--table-rows", type=int, default=20_000, help="rows of the series with the scores table (0: skip)")
-    ap.add_argument("--memory-rows", type=int, default=0, help="only the memory run, on a CSV of this many rows")
+    ap.add_argument(
+        "--table-rows", type=int, default=20_000, help="rows of the series with the scores table (0: skip)"
+    )
+    ap.add_argument(
+        "--memory-rows", type=int, default=0, help="only the memory run, on a CSV of this many rows"
+    )
     ap.add_argument("--out", default=str(RESULTS / "s3_chunks.json"))
     args = ap.parse_args()
     chunks = [int(c) for c in args.chunks.split(",")]
 
     os.chdir(REPO)
     sys.path.insert(0, str(REPO))
-    from consumers.local.emulator import MotoServer
-    from consumers.local.resources import create_scores_table
+    from sam.local.emulator import MotoServer
+    from sam.local.resources import create_scores_table
 
     out_path = Path(args.out)
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
-    results.update({"benchmark": "s3_chunks", "machine": {
-        "python": platform.python_version(), "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-        "pinned": "scorer on CPU 0, moto on CPU 1" if (os.cpu_count() or 1) > 1 else "one CPU shared with moto"}})
+    results.update(
+        {
+            "benchmark": "s3_chunks",
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "processor": platform.processor() or platform.machine(),
+                "pinned": "scorer on CPU 0, moto on CPU 1"
+                if (os.cpu_count() or 1) > 1
+                else "one CPU shared with moto",
+            },
+        }
+    )
     server = MotoServer().start()
     try:
-        pin(server._proc.pid, 1)  # noqa: SLF001 - the benchmark's own child
+        pin(server._proc.pid, 1)
         pin(0, 0)
         os.environ.update(server.env())
-        os.environ.update({"MODEL_URI": "model/bundles/default", "INPUT_PREFIX": "in/", "OUTPUT_PREFIX": "out/",
-                           "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"})
+        os.environ.update(
+            {
+                "MODEL_URI": "model/bundles/default",
+                "INPUT_PREFIX": "in/",
+                "OUTPUT_PREFIX": "out/",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+            }
+        )
         import boto3
 
         s3 = boto3.client("s3")
@@ -141,50 +171,83 @@ def main() -> int:
             small = upload_generated(s3, "in/small.csv", 1_000)
             t = time.perf_counter()
             size = upload_generated(s3, "in/large.csv", args.memory_rows)
-            print(f"uploaded {size / 2**20:.0f} MiB in {time.perf_counter() - t:.0f} s; scoring it in a fresh process",
-                  flush=True)
-            proc = subprocess.run([sys.executable, "-c", MEASURE, str(REPO), BUCKET, "in/small.csv", "in/large.csv"],
-                                  capture_output=True, text=True, env=dict(os.environ), cwd=REPO,
-                                  preexec_fn=lambda: pin(0, 0))
+            print(
+                f"uploaded {size / 2**20:.0f} MiB in {time.perf_counter() - t:.0f} s; scoring it in a fresh process",
+                flush=True,
+            )
+            proc = subprocess.run(
+                [sys.executable, "-c", MEASURE, str(REPO), BUCKET, "in/small.csv", "in/large.csv"],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ),
+                cwd=REPO,
+                preexec_fn=lambda: pin(0, 0),
+            )
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return 1
             m = json.loads(proc.stdout.strip().splitlines()[-1])
             obj = m["object"]
             results["memory"] = {
-                "rows": args.memory_rows, "file_mib": round(size / 2**20, 1), "warmup_file_bytes": small,
-                "rss_before_mib": round(m["rss_before"] / 2**20, 1), "rss_peak_mib": round(m["rss_peak"] / 2**20, 1),
+                "rows": args.memory_rows,
+                "file_mib": round(size / 2**20, 1),
+                "warmup_file_bytes": small,
+                "rss_before_mib": round(m["rss_before"] / 2**20, 1),
+                "rss_peak_mib": round(m["rss_peak"] / 2**20, 1),
                 "rss_growth_mib": round((m["rss_peak"] - m["rss_before"]) / 2**20, 1),
                 "max_rss_process_mib": round(m["max_rss"] / 2**20, 1),
-                "wall_s": round(m["wall_s"], 1), "cpu_s": round(m["cpu_s"], 1),
-                "rows_per_s_wall": round(obj["rows"] / m["wall_s"]), "rows_per_s_cpu": round(obj["rows"] / m["cpu_s"]),
-                "scored": obj["scored"], "chunks": obj["chunks"], "chunk_rows": obj["rows"] // max(obj["chunks"], 1),
-                "bytes_written": obj["bytes_written"], "stage_s": obj["stage_s"]}
+                "wall_s": round(m["wall_s"], 1),
+                "cpu_s": round(m["cpu_s"], 1),
+                "rows_per_s_wall": round(obj["rows"] / m["wall_s"]),
+                "rows_per_s_cpu": round(obj["rows"] / m["cpu_s"]),
+                "scored": obj["scored"],
+                "chunks": obj["chunks"],
+                "chunk_rows": obj["rows"] // max(obj["chunks"], 1),
+                "bytes_written": obj["bytes_written"],
+                "stage_s": obj["stage_s"],
+            }
             print(json.dumps(results["memory"], indent=2))
         else:
-            from consumers import s3_batch
+            from consumers import s3_handler as s3_batch
 
             size = upload_generated(s3, "in/bench.csv", args.rows)
             rt = s3_batch.runtime()
             rt.files.sink = None
-            print(f"file path: {args.rows:,} rows, {size / 2**20:.1f} MiB CSV, median of {args.repeat}", flush=True)
-            results["file_path"] = {"rows": args.rows, "file_mib": round(size / 2**20, 2), "repeat": args.repeat,
-                                    "results": chunk_series(rt, "in/bench.csv", chunks, args.repeat)}
+            print(
+                f"file path: {args.rows:,} rows, {size / 2**20:.1f} MiB CSV, median of {args.repeat}",
+                flush=True,
+            )
+            results["file_path"] = {
+                "rows": args.rows,
+                "file_mib": round(size / 2**20, 2),
+                "repeat": args.repeat,
+                "results": chunk_series(rt, "in/bench.csv", chunks, args.repeat),
+            }
             if args.table_rows:
                 ddb = boto3.client("dynamodb")
                 create_scores_table(ddb, "scores")
                 os.environ["SCORES_TABLE"] = "scores"
-                rt = s3_batch.BatchRuntime.from_settings(s3_batch.Settings.from_env(require=s3_batch.S3_BATCH_REQUIRED))
+                rt = s3_batch.BatchRuntime.from_settings(
+                    s3_batch.Settings.from_env(require=s3_batch.S3_BATCH_REQUIRED)
+                )
                 size = upload_generated(s3, "in/table.csv", args.table_rows)
-                print(f"with the scores table ({rt.settings.scores_writer} writer): {args.table_rows:,} rows", flush=True)
+                print(
+                    f"with the scores table ({rt.settings.scores_writer} writer): {args.table_rows:,} rows",
+                    flush=True,
+                )
                 results["with_scores_table"] = {
-                    "rows": args.table_rows, "file_mib": round(size / 2**20, 2), "repeat": 1,
+                    "rows": args.table_rows,
+                    "file_mib": round(size / 2**20, 2),
+                    "repeat": 1,
                     "writer": rt.settings.scores_writer,
                     "note": "bound by moto's BatchWriteItem throughput (one Python process), not by the function",
-                    "results": chunk_series(rt, "in/table.csv", chunks, 1)}
+                    "results": chunk_series(rt, "in/table.csv", chunks, 1),
+                }
             best = max(results["file_path"]["results"], key=lambda r: r["rows_per_s_cpu"])
-            results["summary"] = (f"file path: {best['rows_per_s_cpu']:,} rows/s of CPU at chunk {best['chunk_rows']}; "
-                                  "see results for each chunk size")
+            results["summary"] = (
+                f"file path: {best['rows_per_s_cpu']:,} rows/s of CPU at chunk {best['chunk_rows']}; "
+                "see results for each chunk size"
+            )
     finally:
         server.stop()
     RESULTS.mkdir(exist_ok=True)

@@ -11,6 +11,7 @@ CPU medians; ``gc.freeze()`` runs before the event is parsed, as in the handler 
 non-write stages within 1.5x of the sum of the fastest of each stage (REPORT.md compares this sum with the
 handler's own stage CPU from benchmarks/compare.py). Writes ``results/stages.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,11 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.common import REPO, RESULTS, build_event, machine, pin
 
@@ -52,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     import xgboost as xgb
     from boto3.dynamodb.types import TypeSerializer
 
-    from consumers.decode import decode_event
-    from consumers.features import Vectorizer
-    from consumers.sink import ScoreRows, build_items
-    from model.bundle import load_bundle
+    from consumers.aws.dynamodb import build_items
+    from consumers.core.bundle import load_bundle
+    from consumers.core.decode import decode_event
+    from consumers.core.features import Vectorizer
+    from consumers.core.ports import ScoreRows
 
     bundle = load_bundle(str(REPO / "model/bundles/default"), cache_dir="/tmp/bench-model-cache")
     schema, booster = bundle.schema, bundle.booster
@@ -68,21 +71,31 @@ def main(argv: list[str] | None = None) -> int:
     names = schema.names
     getter = itemgetter(*names)
     nan = float("nan")
-    cat_index = {f.name: {c: float(i) for i, c in enumerate(f.categories)} for f in schema.features
-                 if f.type == "category"}
+    cat_index = {
+        f.name: {c: float(i) for i, c in enumerate(f.categories)}
+        for f in schema.features
+        if f.type == "category"
+    }
     encoders = [(n, (lambda v, ix=cat_index[n]: ix.get(v, nan)) if n in cat_index else float) for n in names]
 
     decoded = decode_event(event, max_event_bytes=64 * 1024)
     events = [d.event for d in decoded.decoded]
     matrix = vectorizer(events).matrix
     scores = booster.inplace_predict(matrix, validate_features=False)
-    rows = ScoreRows(ids=[e["event_id"] for e in events], scores=np.asarray(scores, dtype=np.float32),
-                     positions=[d.position for d in decoded.decoded], arrivals=[d.arrival for d in decoded.decoded],
-                     model_version=bundle.version, scored_at_ms=int(time.time() * 1000))
+    rows = ScoreRows(
+        ids=[e["event_id"] for e in events],
+        scores=np.asarray(scores, dtype=np.float32),
+        positions=[d.position for d in decoded.decoded],
+        arrivals=[d.arrival for d in decoded.decoded],
+        model_version=bundle.version,
+        scored_at_ms=int(time.time() * 1000),
+    )
 
     def vec_rows() -> np.ndarray:
-        return np.array([[nan if ev.get(n) is None else enc(ev[n]) for n, enc in encoders] for ev in events],
-                        dtype=np.float32)
+        return np.array(
+            [[nan if ev.get(n) is None else enc(ev[n]) for n, enc in encoders] for ev in events],
+            dtype=np.float32,
+        )
 
     def row(ev: dict) -> tuple:
         try:
@@ -95,16 +108,25 @@ def main(argv: list[str] | None = None) -> int:
         out = np.empty((len(events), len(names)), dtype=np.float32)
         for j, n in enumerate(names):
             ix = cat_index.get(n)
-            out[:, j] = [ix.get(v, nan) for v in cols[j]] if ix is not None else np.array(cols[j], dtype=np.float64)
+            out[:, j] = (
+                [ix.get(v, nan) for v in cols[j]] if ix is not None else np.array(cols[j], dtype=np.float64)
+            )
         return out
 
     def typeserializer_items() -> list[dict]:
         ser = TypeSerializer().serialize
         out = []
         for key, score, pos, arrival in zip(rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals):
-            py = {"event_id": key, "score": Decimal(f"{score:.9f}"), "model_version": rows.model_version,
-                  "shard_id": pos.shard_id, "sequence_number": pos.sequence_number,
-                  "arrived_at": int(arrival * 1000), "scored_at": rows.scored_at_ms, "ttl": int(arrival) + 30 * 86400}
+            py = {
+                "event_id": key,
+                "score": Decimal(f"{score:.9f}"),
+                "model_version": rows.model_version,
+                "shard_id": pos.shard_id,
+                "sequence_number": pos.sequence_number,
+                "arrived_at": int(arrival * 1000),
+                "scored_at": rows.scored_at_ms,
+                "ttl": int(arrival) + 30 * 86400,
+            }
             out.append({k: ser(v) for k, v in py.items()})
         return out
 
@@ -112,11 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     stages: dict[str, dict[str, float]] = {
         "decode": {
             "project decode_event (validation, KPL, positions)": median_cpu_ms(
-                lambda: decode_event(event, max_event_bytes=64 * 1024), args.repeat),
+                lambda: decode_event(event, max_event_bytes=64 * 1024), args.repeat
+            ),
             "stdlib base64.b64decode + json.loads": median_cpu_ms(
-                lambda: [json.loads(base64.b64decode(r["kinesis"]["data"])) for r in records], args.repeat),
+                lambda: [json.loads(base64.b64decode(r["kinesis"]["data"])) for r in records], args.repeat
+            ),
             "binascii.a2b_base64 + orjson.loads, no checks": median_cpu_ms(
-                lambda: [loads(a2b(r["kinesis"]["data"])) for r in records], args.repeat),
+                lambda: [loads(a2b(r["kinesis"]["data"])) for r in records], args.repeat
+            ),
         },
         "vectorize": {
             "project Vectorizer (validation)": median_cpu_ms(lambda: vectorizer(events), args.repeat),
@@ -125,21 +150,29 @@ def main(argv: list[str] | None = None) -> int:
         },
         "predict": {
             "inplace_predict (project)": median_cpu_ms(
-                lambda: booster.inplace_predict(matrix, validate_features=False), args.repeat),
-            "DMatrix + predict": median_cpu_ms(lambda: booster.predict(xgb.DMatrix(matrix, feature_names=names)),
-                                               args.repeat),
+                lambda: booster.inplace_predict(matrix, validate_features=False), args.repeat
+            ),
+            "DMatrix + predict": median_cpu_ms(
+                lambda: booster.predict(xgb.DMatrix(matrix, feature_names=names)), args.repeat
+            ),
         },
         "items": {
             "project build_items (typed dicts)": median_cpu_ms(lambda: build_items(rows, 30), args.repeat),
             "TypeSerializer over Python values": median_cpu_ms(typeserializer_items, args.repeat),
         },
     }
-    project_keys = {"decode": "project decode_event (validation, KPL, positions)",
-                    "vectorize": "project Vectorizer (validation)", "predict": "inplace_predict (project)",
-                    "items": "project build_items (typed dicts)"}
+    project_keys = {
+        "decode": "project decode_event (validation, KPL, positions)",
+        "vectorize": "project Vectorizer (validation)",
+        "predict": "inplace_predict (project)",
+        "items": "project build_items (typed dicts)",
+    }
     fastest = {s: min(v.items(), key=lambda kv: kv[1]) for s, v in stages.items()}
     result = {
-        "benchmark": "stages", "records": args.records, "repeat": args.repeat, "trees": len(booster.get_dump()),
+        "benchmark": "stages",
+        "records": args.records,
+        "repeat": args.repeat,
+        "trees": len(booster.get_dump()),
         "cpu_ms": {s: {k: round(v, 2) for k, v in d.items()} for s, d in stages.items()},
         "fastest": {s: {"implementation": k, "cpu_ms": round(v, 2)} for s, (k, v) in fastest.items()},
         "fastest_sum_ms": round(sum(v for _, v in fastest.values()), 2),

@@ -15,25 +15,25 @@ Variants (all over keep-alive HTTP/1.1 to 127.0.0.1):
   botocore_threads4        the default client on a 4-thread pool (the handler's DynamoDBSink)
   lean_sigv4auth_urllib3   orjson body, botocore ``SigV4Auth`` on an ``AWSRequest``, urllib3 keep-alive pool
   lean_sigv4auth_httpclient  the same over ``http.client``
-  lean_signer_httpclient   orjson, ``ddb_http.SigV4Signer`` (cached signing key), ``http.client``
-  lean                     orjson, ``SigV4Signer``, ``ddb_http.RawConnection``: what LeanDynamoDBSink ships
+  lean_signer_httpclient   orjson, ``sigv4.SigV4Signer`` (cached signing key), ``http.client``
+  lean                     orjson, ``SigV4Signer``, ``http1.RawConnection``: what LeanDynamoDBSink ships
   lean_threads4            the same on a 4-thread pool
 aiodynamo is not installed in this environment (nothing is pip-installed for benchmarks): not measured here.
 """
+
 from __future__ import annotations
 
 import argparse
 import cProfile
 import gc
 import json
-import os
 import pstats
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.common import RESULTS, aws_env, endpoint, log, machine, pin, sample_rows
 
@@ -42,16 +42,25 @@ def _session(url: str):
     import boto3
 
     env = aws_env(url)
-    return boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                                 aws_session_token=env["AWS_SESSION_TOKEN"], region_name=env["AWS_REGION"])
+    return boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env["AWS_SESSION_TOKEN"],
+        region_name=env["AWS_REGION"],
+    )
 
 
 def _client(url: str, **config: Any):
     from botocore.config import Config
 
-    cfg = Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=10,
-                 max_pool_connections=16, tcp_keepalive=True, **config)
+    cfg = Config(
+        retries={"total_max_attempts": 1},
+        connect_timeout=3,
+        read_timeout=10,
+        max_pool_connections=16,
+        tcp_keepalive=True,
+        **config,
+    )
     return _session(url).client("dynamodb", endpoint_url=url, config=cfg)
 
 
@@ -60,13 +69,18 @@ def _lean(url: str, variant: str, executor: ThreadPoolExecutor | None = None):
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    from consumers import ddb_http
-    from consumers.retry import Backoff
+    from consumers.aws import lean_dynamodb as ddb_http
+    from consumers.aws import http1, sigv4
+    from consumers.core.retry import Backoff
 
     class SigV4AuthSink(ddb_http.LeanDynamoDBSink):
         def request_headers(self, body: bytes) -> dict[str, str]:
-            req = AWSRequest(method="POST", url=self.endpoint, data=body,
-                             headers={"X-Amz-Target": ddb_http.TARGET, "Content-Type": ddb_http.CONTENT_TYPE})
+            req = AWSRequest(
+                method="POST",
+                url=self.endpoint,
+                data=body,
+                headers={"X-Amz-Target": ddb_http.TARGET, "Content-Type": sigv4.CONTENT_TYPE},
+            )
             SigV4Auth(self.credentials.get_frozen_credentials(), "dynamodb", self.signer.region).add_auth(req)
             headers = dict(req.headers.items())
             headers["Host"] = self.host
@@ -83,8 +97,9 @@ def _lean(url: str, variant: str, executor: ThreadPoolExecutor | None = None):
             self.pool.close()
 
         def exchange(self, path: str, headers: dict[str, str], body: bytes, timeout: float):
-            r = self.pool.urlopen("POST", path, body=body, headers=headers, retries=False, timeout=timeout,
-                                  preload_content=True)
+            r = self.pool.urlopen(
+                "POST", path, body=body, headers=headers, retries=False, timeout=timeout, preload_content=True
+            )
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.data, True
 
     client = _client(url)
@@ -92,9 +107,9 @@ def _lean(url: str, variant: str, executor: ThreadPoolExecutor | None = None):
     if variant == "lean_sigv4auth_urllib3":
         return SigV4AuthSink(client, "scores", transport=Urllib3Connection, **kw)
     if variant == "lean_sigv4auth_httpclient":
-        return SigV4AuthSink(client, "scores", transport=ddb_http.HTTPClientConnection, **kw)
+        return SigV4AuthSink(client, "scores", transport=http1.HTTPClientConnection, **kw)
     if variant == "lean_signer_httpclient":
-        return ddb_http.LeanDynamoDBSink(client, "scores", transport=ddb_http.HTTPClientConnection, **kw)
+        return ddb_http.LeanDynamoDBSink(client, "scores", transport=http1.HTTPClientConnection, **kw)
     return ddb_http.LeanDynamoDBSink(client, "scores", **kw)
 
 
@@ -106,10 +121,12 @@ def _python_items(items: list[dict]) -> list[dict]:
     return [{k: des.deserialize(v) for k, v in item.items()} for item in items]
 
 
-def variant_runner(name: str, url: str, chunks: list[list[dict]]) -> tuple[Callable[[], None], Callable[[], None]]:
+def variant_runner(
+    name: str, url: str, chunks: list[list[dict]]
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """(run all chunks once, cleanup) for a variant."""
-    from consumers.retry import Deadline, Backoff
-    from consumers.sink import DynamoDBSink
+    from consumers.aws.dynamodb import DynamoDBSink
+    from consumers.core.retry import Backoff, Deadline
 
     reqs = [[{"PutRequest": {"Item": i}} for i in c] for c in chunks]
     if name in ("botocore_default", "botocore_no_validation"):
@@ -118,6 +135,7 @@ def variant_runner(name: str, url: str, chunks: list[list[dict]]) -> tuple[Calla
         def run() -> None:
             for r in reqs:
                 client.batch_write_item(RequestItems={"scores": r})
+
         return run, client.close
     if name == "resource_batch_writer":
         table = _session(url).resource("dynamodb", endpoint_url=url).Table("scores")
@@ -127,6 +145,7 @@ def variant_runner(name: str, url: str, chunks: list[list[dict]]) -> tuple[Calla
             with table.batch_writer() as bw:
                 for item in py_items:
                     bw.put_item(Item=item)
+
         return run, lambda: None
     if name == "botocore_threads4":
         ex = ThreadPoolExecutor(4)
@@ -134,6 +153,7 @@ def variant_runner(name: str, url: str, chunks: list[list[dict]]) -> tuple[Calla
 
         def run() -> None:
             list(ex.map(lambda c: sink._write_chunk(c, Deadline(60)), chunks))
+
         return run, ex.shutdown
     ex = ThreadPoolExecutor(4) if name.endswith("threads4") else None
     sink = _lean(url, name.removesuffix("_threads4"), ex)
@@ -144,11 +164,21 @@ def variant_runner(name: str, url: str, chunks: list[list[dict]]) -> tuple[Calla
                 sink._write_chunk(c, Deadline(60))
         else:
             list(ex.map(lambda c: sink._write_chunk(c, Deadline(60)), chunks))
+
     return run_lean, (ex.shutdown if ex else sink.close)
 
 
-VARIANTS = ["botocore_default", "botocore_no_validation", "resource_batch_writer", "botocore_threads4",
-            "lean_sigv4auth_urllib3", "lean_sigv4auth_httpclient", "lean_signer_httpclient", "lean", "lean_threads4"]
+VARIANTS = [
+    "botocore_default",
+    "botocore_no_validation",
+    "resource_batch_writer",
+    "botocore_threads4",
+    "lean_sigv4auth_urllib3",
+    "lean_sigv4auth_httpclient",
+    "lean_signer_httpclient",
+    "lean",
+    "lean_threads4",
+]
 
 
 def measure(run: Callable[[], None], repeat: int) -> tuple[list[float], list[float]]:
@@ -195,13 +225,14 @@ def profile_botocore(url: str, chunks: list[list[dict]], per_request_ms: float) 
     create = cum("botocore/endpoint.py", "create_request")
     parts = {name: cum(suffix, func) for name, suffix, func in PROFILE_BUCKETS}
     parts["request dict: user agent, host prefix, other"] = max(
-        0.0, convert - parts["parameter validation"] - parts["serialization (JSON)"])
+        0.0, convert - parts["parameter validation"] - parts["serialization (JSON)"]
+    )
     parts["request object + request-created hooks"] = max(0.0, create - parts["signing (SigV4Auth)"])
     parts["other (event emits, retry checks, call overhead)"] = max(0.0, total - sum(parts.values()))
     client.close()
     return {
-        "method": "cProfile over {} requests; shares of the profiled time, scaled to the unprofiled "
-                  "{:.2f} ms/request".format(len(reqs), per_request_ms),
+        "method": f"cProfile over {len(reqs)} requests; shares of the profiled time, scaled to the unprofiled "
+        f"{per_request_ms:.2f} ms/request",
         "profiled_ms_per_request": round(total / len(reqs) * 1000, 3),
         "share": {k: round(v / total, 3) for k, v in parts.items()},
         "ms_per_request": {k: round(v / total * per_request_ms, 3) for k, v in parts.items()},
@@ -210,19 +241,26 @@ def profile_botocore(url: str, chunks: list[list[dict]], per_request_ms: float) 
 
 def latency_wall(url: str, chunks: list[list[dict]], repeat: int) -> dict:
     """10,000 items at 10 ms service latency: wall and CPU by writer and thread count."""
-    from consumers.retry import Backoff
+    from consumers.core.retry import Backoff
 
     out = {}
-    for name, threads in [("botocore", 1), ("botocore", 4), ("botocore", 8), ("lean", 1), ("lean", 4),
-                          ("lean", 8), ("lean", 16)]:
+    for name, threads in [
+        ("botocore", 1),
+        ("botocore", 4),
+        ("botocore", 8),
+        ("lean", 1),
+        ("lean", 4),
+        ("lean", 8),
+        ("lean", 16),
+    ]:
         ex = ThreadPoolExecutor(threads) if threads > 1 else None
         if name == "botocore":
-            from consumers.sink import DynamoDBSink
+            from consumers.aws.dynamodb import DynamoDBSink
 
             sink: Any = DynamoDBSink(_client(url), "scores", backoff=Backoff(), executor=ex)
         else:
             sink = _lean(url, "lean", ex)
-        from consumers.retry import Deadline
+        from consumers.core.retry import Deadline
 
         def run() -> None:
             if ex is None:
@@ -230,11 +268,17 @@ def latency_wall(url: str, chunks: list[list[dict]], repeat: int) -> dict:
                     sink._write_chunk(c, Deadline(60))
             else:
                 list(ex.map(lambda c: sink._write_chunk(c, Deadline(60)), chunks))
+
         cpus, walls = measure(run, repeat)
-        out[f"{name}_threads{threads}"] = {"requests": len(chunks), "wall_s": round(statistics.median(walls), 3),
-                                          "cpu_s": round(statistics.median(cpus), 3)}
-        log(f"  10 ms latency {name} x{threads}: wall {statistics.median(walls):.3f} s, "
-            f"cpu {statistics.median(cpus):.3f} s")
+        out[f"{name}_threads{threads}"] = {
+            "requests": len(chunks),
+            "wall_s": round(statistics.median(walls), 3),
+            "cpu_s": round(statistics.median(cpus), 3),
+        }
+        log(
+            f"  10 ms latency {name} x{threads}: wall {statistics.median(walls):.3f} s, "
+            f"cpu {statistics.median(cpus):.3f} s"
+        )
         if ex:
             ex.shutdown()
     return out
@@ -250,11 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     pin()
 
-    from consumers.sink import build_items, chunk_items
+    from consumers.aws.dynamodb import build_items, chunk_items
 
     chunks = list(chunk_items(build_items(sample_rows(args.requests * 25), 30)))
-    result: dict[str, Any] = {"benchmark": "write_path", "requests": len(chunks), "items_per_request": 25,
-                              "repeat": args.repeat, "machine": machine(), "variants": {}}
+    result: dict[str, Any] = {
+        "benchmark": "write_path",
+        "requests": len(chunks),
+        "items_per_request": 25,
+        "repeat": args.repeat,
+        "machine": machine(),
+        "variants": {},
+    }
     with endpoint("instant") as server:
         url = server.endpoint
         for name in VARIANTS:
@@ -262,13 +312,19 @@ def main(argv: list[str] | None = None) -> int:
             cpus, walls = measure(run, args.repeat)
             cleanup()
             ms = statistics.median(cpus) / len(chunks) * 1000
-            result["variants"][name] = {"cpu_ms_per_request": round(ms, 3),
-                                        "cpu_ms_per_request_min": round(min(cpus) / len(chunks) * 1000, 3),
-                                        "wall_ms_per_request": round(statistics.median(walls) / len(chunks) * 1000, 3)}
+            result["variants"][name] = {
+                "cpu_ms_per_request": round(ms, 3),
+                "cpu_ms_per_request_min": round(min(cpus) / len(chunks) * 1000, 3),
+                "wall_ms_per_request": round(statistics.median(walls) / len(chunks) * 1000, 3),
+            }
             log(f"{name:28s} {ms:6.3f} ms CPU/request (min {min(cpus) / len(chunks) * 1000:.3f})")
-        result["variants"]["aiodynamo"] = {"cpu_ms_per_request": None,
-                                           "note": "not installed in this environment; not measured"}
-        result["botocore_profile"] = profile_botocore(url, chunks, result["variants"]["botocore_default"]["cpu_ms_per_request"])
+        result["variants"]["aiodynamo"] = {
+            "cpu_ms_per_request": None,
+            "note": "not installed in this environment; not measured",
+        }
+        result["botocore_profile"] = profile_botocore(
+            url, chunks, result["variants"]["botocore_default"]["cpu_ms_per_request"]
+        )
         stats = server.stats()
         result["endpoint_requests"] = stats["requests"]
     base = result["variants"]["botocore_default"]["cpu_ms_per_request"]

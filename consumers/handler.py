@@ -1,45 +1,47 @@
-"""Lambda entry point: ``consumers.handler.lambda_handler``. A thin shell over ``pipeline.process_batch``.
+"""Lambda entry point of the stream function: ``consumers.handler.lambda_handler`` (deployed templates name it).
+A thin shell over ``consumers.core.pipeline.process_batch``.
 
-Everything expensive happens once per container, at import (Lambda's init phase): settings from the
-environment, boto3 clients, the model bundle. A missing variable or an unusable model therefore fails
-the cold start with a message that names it (ConfigError / ModelError), instead of failing every batch.
-After init, ``gc.freeze()`` moves the ~140k long-lived objects out of the collector's way (decode of
-10k records: ~140 ms -> ~90 ms median, DESIGN.md §7).
+Everything expensive happens once per container (``consumers.bootstrap.LazyRuntime``: during Lambda's init
+phase): settings from the environment, boto3 clients, the model bundle. A missing variable or an unusable model
+therefore fails the cold start with a message that names it (ConfigError / ModelError).
 
-Observability (Powertools): structured logs with shard and first/last sequence number and counts (never
-payload values), EMF metrics per batch, X-Ray subsegments per stage (the tracer is disabled outside
-Lambda by Powertools itself).
+Observability (Powertools, ``consumers.bootstrap``): structured logs with shard and first/last sequence number
+and counts (never payload values), EMF metrics per batch, X-Ray subsegments per stage (the tracer is disabled
+outside Lambda by Powertools itself).
 """
+
 from __future__ import annotations
 
-import gc
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-from consumers.config import Settings
-from consumers.clients import backoff_from, build_sink, client_config
-from consumers.ddb_http import LeanDynamoDBSink
-from consumers.enrichment import FeatureTableEnricher, enricher_from_settings, hit_rate_percent
-from consumers.features import Vectorizer
-from consumers.pipeline import process_batch
-from consumers.quarantine import SQSQuarantine
-from consumers.retry import Deadline
-from consumers.scoring import BoosterScorer
-from consumers.sink import DynamoDBSink
-from consumers.types import BatchOutcome, BatchResponse
-from model.bundle import load_bundle
-
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "event-scoring"
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "EventScoring"
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+from consumers.aws.clients import backoff_from, build_sink, client_config
+from consumers.aws.dynamodb import DynamoDBSink
+from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_settings
+from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+from consumers.aws.sqs import SQSQuarantine
+from consumers.bootstrap import (
+    NAMESPACE,
+    SERVICE,
+    LazyRuntime,
+    deadline_from,
+    lambda_entry,
+    logger,
+    metrics,
+    tracer,
+)
+from consumers.core.bundle import load_bundle
+from consumers.core.config import Settings
+from consumers.core.features import Vectorizer
+from consumers.core.pipeline import process_batch
+from consumers.core.ports import hit_rate_percent
+from consumers.core.retry import Deadline
+from consumers.core.scoring import BoosterScorer
+from consumers.core.types import BatchOutcome, BatchResponse
 
 DEFAULT_BUDGET_S = 60.0  # when invoked without a Lambda context (scripts)
 
@@ -53,11 +55,13 @@ class Runtime:
     vectorizer: Vectorizer
     sink: DynamoDBSink | LeanDynamoDBSink
     quarantine: SQSQuarantine
-    enricher: FeatureTableEnricher | None = None  # FEATURE_TABLE set: per-entity features, cached across invocations
+    enricher: FeatureTableEnricher | None = (
+        None  # FEATURE_TABLE set: per-entity features, cached across invocations
+    )
     last_outcome: BatchOutcome | None = None  # for the local poller's live progress; one invocation at a time
 
     @classmethod
-    def from_settings(cls, settings: Settings, session: boto3.session.Session | None = None) -> "Runtime":
+    def from_settings(cls, settings: Settings, session: boto3.session.Session | None = None) -> Runtime:
         session = session or boto3.session.Session()
         s3 = session.client("s3") if settings.model_uri.startswith("s3://") else None
         bundle = load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
@@ -67,21 +71,38 @@ class Runtime:
             scorer=BoosterScorer.from_bundle(bundle),
             vectorizer=Vectorizer(bundle.schema),
             sink=build_sink(settings, session, backoff=backoff),
-            quarantine=SQSQuarantine(session.client("sqs", config=client_config(4)), settings.dlq_url,
-                                     backoff=backoff),
-            enricher=enricher_from_settings(settings, session.client("dynamodb", config=client_config(2)),
-                                            bundle.schema, backoff=backoff) if settings.feature_table else None,
+            quarantine=SQSQuarantine(
+                session.client("sqs", config=client_config(4)), settings.dlq_url, backoff=backoff
+            ),
+            enricher=enricher_from_settings(
+                settings, session.client("dynamodb", config=client_config(2)), bundle.schema, backoff=backoff
+            )
+            if settings.feature_table
+            else None,
         )
 
     def deadline(self, context: Any) -> Deadline:
-        remaining_s = context.get_remaining_time_in_millis() / 1000 if context is not None else DEFAULT_BUDGET_S
-        return Deadline(remaining_s - self.settings.time_reserve_ms / 1000)
+        return deadline_from(
+            context, reserve_s=self.settings.time_reserve_ms / 1000, default_s=DEFAULT_BUDGET_S
+        )
+
+    def close(self) -> None:
+        """Stop the writer's threads (tests and the local mode; on Lambda the environment just ends)."""
+        executor = getattr(self.sink, "executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     def handle(self, event: dict[str, Any], context: Any) -> BatchResponse:
         outcome = process_batch(
-            event, scorer=self.scorer, vectorizer=self.vectorizer, sink=self.sink, quarantine=self.quarantine,
-            deadline=self.deadline(context), max_event_bytes=self.settings.max_event_bytes,
-            span=lambda name: tracer.provider.in_subsegment(f"## {name}"), enricher=self.enricher,
+            event,
+            scorer=self.scorer,
+            vectorizer=self.vectorizer,
+            sink=self.sink,
+            quarantine=self.quarantine,
+            deadline=self.deadline(context),
+            max_event_bytes=self.settings.max_event_bytes,
+            span=lambda name: tracer.provider.in_subsegment(f"## {name}"),
+            enricher=self.enricher,
         )
         report(event, outcome)
         if self.enricher is not None and (rate := hit_rate_percent(self.enricher.last)) is not None:
@@ -97,49 +118,63 @@ def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
     reasons: dict[str, int] = {}
     for r in outcome.quarantined:
         reasons[str(r.reason)] = reasons.get(str(r.reason), 0) + 1
-    logger.info("batch processed", extra={
-        "shard_id": records[0]["eventID"].partition(":")[0] if records else None,
-        "first_sequence_number": records[0]["kinesis"]["sequenceNumber"] if records else None,
-        "last_sequence_number": records[-1]["kinesis"]["sequenceNumber"] if records else None,
-        "kinesis_records": len(records), "records": n, "scored": len(outcome.scored),
-        "quarantined": len(outcome.quarantined), "quarantined_by_reason": reasons,
-        "retried": len(outcome.retried), "batch_item_failures": len(outcome.response["batchItemFailures"]),
-        "model_version": outcome.model_version,
-        "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
-    })
+    logger.info(
+        "batch processed",
+        extra={
+            "shard_id": records[0]["eventID"].partition(":")[0] if records else None,
+            "first_sequence_number": records[0]["kinesis"]["sequenceNumber"] if records else None,
+            "last_sequence_number": records[-1]["kinesis"]["sequenceNumber"] if records else None,
+            "kinesis_records": len(records),
+            "records": n,
+            "scored": len(outcome.scored),
+            "quarantined": len(outcome.quarantined),
+            "quarantined_by_reason": reasons,
+            "retried": len(outcome.retried),
+            "batch_item_failures": len(outcome.response["batchItemFailures"]),
+            "model_version": outcome.model_version,
+            "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
+        },
+    )
     metrics.add_metric(name="RecordsReceived", unit=MetricUnit.Count, value=n)
     metrics.add_metric(name="RecordsScored", unit=MetricUnit.Count, value=len(outcome.scored))
     metrics.add_metric(name="RecordsQuarantined", unit=MetricUnit.Count, value=len(outcome.quarantined))
     metrics.add_metric(name="RecordsRetried", unit=MetricUnit.Count, value=len(outcome.retried))
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(records))
     for stage in ("decode", "vectorize", "predict", "write"):
-        metrics.add_metric(name=f"{stage.capitalize()}Milliseconds", unit=MetricUnit.Milliseconds,
-                           value=outcome.timings_ms.get(f"{stage}_ms", 0.0))
+        metrics.add_metric(
+            name=f"{stage.capitalize()}Milliseconds",
+            unit=MetricUnit.Milliseconds,
+            value=outcome.timings_ms.get(f"{stage}_ms", 0.0),
+        )
     for reason, count in reasons.items() if not is_metrics_disabled() else ():
-        with single_metric(name="RecordsQuarantinedByReason", unit=MetricUnit.Count, value=count,
-                           namespace=NAMESPACE, default_dimensions=metrics.default_dimensions) as m:
+        with single_metric(
+            name="RecordsQuarantinedByReason",
+            unit=MetricUnit.Count,
+            value=count,
+            namespace=NAMESPACE,
+            default_dimensions=metrics.default_dimensions,
+        ) as m:
             m.add_dimension(name="service", value=SERVICE)
             m.add_dimension(name="reason", value=reason)
 
 
-def _init() -> Runtime:
-    try:
-        runtime = Runtime.from_settings(Settings.from_env())
-    except Exception:
-        logger.exception("cold start failed")
-        raise
-    logger.info("cold start", extra={"model_version": runtime.scorer.version, "model_uri": runtime.settings.model_uri,
-                                     "scores_table": runtime.settings.scores_table})
-    gc.collect()
-    gc.freeze()
-    return runtime
+def _describe(runtime: Runtime) -> dict[str, Any]:
+    return {
+        "model_version": runtime.scorer.version,
+        "model_uri": runtime.settings.model_uri,
+        "scores_table": runtime.settings.scores_table,
+    }
 
 
-RUNTIME = _init()
+RUNTIME: LazyRuntime[Runtime] = LazyRuntime(lambda: Runtime.from_settings(Settings.from_env()), _describe)
+RUNTIME.build_on_lambda()
 
 
-@logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
+def runtime() -> Runtime:
+    """This container's runtime (built on first use outside Lambda)."""
+    return RUNTIME.get()
+
+
+@lambda_entry
 def lambda_handler(event: dict[str, Any], context: Any) -> BatchResponse:
-    return RUNTIME.handle(event, context)
+    return RUNTIME.get().handle(event, context)

@@ -3,6 +3,7 @@
 Both print the bundle's card as JSON on stdout. Errors print one line on stderr and exit 2 (no traceback):
 a CLI user needs to know which bundle is wrong and why, not where in the loader it was noticed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,9 +11,10 @@ import json
 import logging
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from consumers.errors import ScoringError
+from consumers.core.errors import ScoringError
+from model import DEFAULT_SCHEMA_PATH
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> dict:
-    from model.schema import DEFAULT_SCHEMA_PATH, FeatureSchema
+    from consumers.core.schema import FeatureSchema
     from model.train import train
 
     schema = FeatureSchema.load(args.schema or DEFAULT_SCHEMA_PATH)
@@ -40,7 +42,7 @@ def _train(args: argparse.Namespace) -> dict:
 
 
 def _info(args: argparse.Namespace) -> dict:
-    from model.bundle import DEFAULT_CACHE_DIR, load_bundle
+    from consumers.core.bundle import DEFAULT_CACHE_DIR, load_bundle
 
     client = None
     if args.uri.startswith("s3://"):
@@ -50,8 +52,12 @@ def _info(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     bundle = load_bundle(args.uri, s3_client=client, cache_dir=args.cache_dir or DEFAULT_CACHE_DIR)
     load_ms = (time.perf_counter() - t0) * 1000
-    return {**bundle.card, "uri": bundle.uri, "load_ms": round(load_ms, 1),
-            "num_trees": bundle.booster.num_boosted_rounds()}
+    return {
+        **bundle.card,
+        "uri": bundle.uri,
+        "load_ms": round(load_ms, 1),
+        "num_trees": bundle.booster.num_boosted_rounds(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

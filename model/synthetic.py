@@ -85,6 +85,7 @@ log-odds (``LOGIT_EFFECTS``; an odds ratio is ``e^effect``)::
 ``INTERCEPT = -7.15`` makes ~3% of events fraud (the base rate; tested to stay within 2-5%). Ranking events
 by ``z`` without its noise term (the best any model can do) gives an AUC of about 0.92.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -92,7 +93,7 @@ from typing import Any
 
 import numpy as np
 
-from model.schema import Feature, FeatureSchema
+from consumers.core.schema import Feature, FeatureSchema
 
 CHUNK = 4096  # events per RNG stream: the unit of determinism (see module docstring)
 N_ACCOUNTS = 5000
@@ -101,36 +102,128 @@ DAYS = 28
 
 _ACCOUNT_TAG, _CHUNK_TAG = 0xA5, 0xC4
 
-CURRENCY_WEIGHTS = {"USD": 0.55, "EUR": 0.18, "GBP": 0.10, "CAD": 0.06, "AUD": 0.04, "JPY": 0.03,
-                    "CHF": 0.02, "OTHER": 0.02}
+CURRENCY_WEIGHTS = {
+    "USD": 0.55,
+    "EUR": 0.18,
+    "GBP": 0.10,
+    "CAD": 0.06,
+    "AUD": 0.04,
+    "JPY": 0.03,
+    "CHF": 0.02,
+    "OTHER": 0.02,
+}
 CURRENCY_TZ = {"USD": -6, "EUR": 1, "GBP": 0, "CAD": -5, "AUD": 10, "JPY": 9, "CHF": 1, "OTHER": 3}
 CARD_TYPE_WEIGHTS = {"debit": 0.55, "credit": 0.40, "prepaid": 0.05}
 CNP_CHANNELS = {"ecommerce": 0.60, "mobile_app": 0.35, "mail_phone": 0.05}
 CP_CHANNELS = {"pos": 0.90, "atm": 0.10}
 DEVICE_CHANNELS = ("ecommerce", "mobile_app")
 MERCHANT_BY_CHANNEL = {
-    "pos": {"grocery": 0.30, "restaurants": 0.20, "fuel": 0.15, "fashion": 0.12, "health": 0.10,
-            "electronics": 0.06, "travel": 0.03, "utilities": 0.04},
+    "pos": {
+        "grocery": 0.30,
+        "restaurants": 0.20,
+        "fuel": 0.15,
+        "fashion": 0.12,
+        "health": 0.10,
+        "electronics": 0.06,
+        "travel": 0.03,
+        "utilities": 0.04,
+    },
     "atm": {"utilities": 1.0},  # cash withdrawal: booked under the bank's own category
-    "ecommerce": {"electronics": 0.20, "fashion": 0.20, "digital_goods": 0.15, "travel": 0.12,
-                  "gaming": 0.08, "grocery": 0.10, "health": 0.05, "utilities": 0.10},
-    "mobile_app": {"digital_goods": 0.25, "gaming": 0.15, "restaurants": 0.20, "travel": 0.10,
-                   "fashion": 0.10, "grocery": 0.10, "utilities": 0.10},
+    "ecommerce": {
+        "electronics": 0.20,
+        "fashion": 0.20,
+        "digital_goods": 0.15,
+        "travel": 0.12,
+        "gaming": 0.08,
+        "grocery": 0.10,
+        "health": 0.05,
+        "utilities": 0.10,
+    },
+    "mobile_app": {
+        "digital_goods": 0.25,
+        "gaming": 0.15,
+        "restaurants": 0.20,
+        "travel": 0.10,
+        "fashion": 0.10,
+        "grocery": 0.10,
+        "utilities": 0.10,
+    },
     "mail_phone": {"travel": 0.40, "utilities": 0.30, "health": 0.30},
 }
-CATEGORY_AMOUNT = {"grocery": 1.2, "electronics": 4.0, "travel": 6.0, "restaurants": 0.8, "fuel": 1.0,
-                   "gaming": 0.6, "fashion": 1.5, "digital_goods": 0.4, "health": 1.2, "utilities": 2.0}
-CATEGORY_RISK = {"grocery": 0.08, "electronics": 0.30, "travel": 0.25, "restaurants": 0.08, "fuel": 0.12,
-                 "gaming": 0.35, "fashion": 0.15, "digital_goods": 0.40, "health": 0.06, "utilities": 0.05}
-HOUR_WEIGHTS = np.array([1.0, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4.0, 5.0, 5.5, 6.0,
-                         7.0, 6.5, 5.5, 5.0, 5.5, 6.5, 7.0, 6.5, 5.0, 3.5, 2.5, 1.5])
+CATEGORY_AMOUNT = {
+    "grocery": 1.2,
+    "electronics": 4.0,
+    "travel": 6.0,
+    "restaurants": 0.8,
+    "fuel": 1.0,
+    "gaming": 0.6,
+    "fashion": 1.5,
+    "digital_goods": 0.4,
+    "health": 1.2,
+    "utilities": 2.0,
+}
+CATEGORY_RISK = {
+    "grocery": 0.08,
+    "electronics": 0.30,
+    "travel": 0.25,
+    "restaurants": 0.08,
+    "fuel": 0.12,
+    "gaming": 0.35,
+    "fashion": 0.15,
+    "digital_goods": 0.40,
+    "health": 0.06,
+    "utilities": 0.05,
+}
+HOUR_WEIGHTS = np.array(
+    [
+        1.0,
+        0.6,
+        0.4,
+        0.3,
+        0.3,
+        0.5,
+        1.2,
+        2.5,
+        4.0,
+        5.0,
+        5.5,
+        6.0,
+        7.0,
+        6.5,
+        5.5,
+        5.0,
+        5.5,
+        6.5,
+        7.0,
+        6.5,
+        5.0,
+        3.5,
+        2.5,
+        1.5,
+    ]
+)
 
 LOGIT_EFFECTS = {
-    "log_velocity": 1.2, "no_history": 0.8, "card_not_present": 0.9, "cnp_new_device": 1.8,
-    "ip_risk_score": 4.0, "email_domain_risk": 2.3, "failed_logins": 0.7, "night": 1.2,
-    "merchant_risk_score": 2.6, "international": 1.0, "international_cnp": 0.7, "new_account": 1.0,
-    "cvv_mismatch": 2.1, "avs_mismatch": 0.9, "billing_shipping_mismatch": 1.2, "three_ds": -1.6,
-    "chargebacks": 0.6, "burst": 0.4, "prepaid": 0.7, "distance": 0.4,
+    "log_velocity": 1.2,
+    "no_history": 0.8,
+    "card_not_present": 0.9,
+    "cnp_new_device": 1.8,
+    "ip_risk_score": 4.0,
+    "email_domain_risk": 2.3,
+    "failed_logins": 0.7,
+    "night": 1.2,
+    "merchant_risk_score": 2.6,
+    "international": 1.0,
+    "international_cnp": 0.7,
+    "new_account": 1.0,
+    "cvv_mismatch": 2.1,
+    "avs_mismatch": 0.9,
+    "billing_shipping_mismatch": 1.2,
+    "three_ds": -1.6,
+    "chargebacks": 0.6,
+    "burst": 0.4,
+    "prepaid": 0.7,
+    "distance": 0.4,
 }
 INTERCEPT = -7.15
 LOGIT_NOISE_SD = 0.6
@@ -227,8 +320,11 @@ def _world(rng: np.random.Generator, acc: dict[str, np.ndarray], n: int) -> tupl
     count_1h = 1 + rng.poisson(rate / 24 * np.where(burst, 20, 1))
     count_24h = count_1h + rng.poisson(rate)
     sum_24h = np.round(amount + 1.5 * level * rng.gamma(np.maximum(count_24h - 1, 0)), 2)
-    since = np.where(count_1h > 1, np.minimum(rng.exponential(60 / count_1h), 60),
-                     np.where(count_24h > 1, rng.uniform(60, 1440, n), 1440 + rng.exponential(2880, n)))
+    since = np.where(
+        count_1h > 1,
+        np.minimum(rng.exponential(60 / count_1h), 60),
+        np.where(count_24h > 1, rng.uniform(60, 1440, n), 1440 + rng.exponential(2880, n)),
+    )
     since = np.round(np.maximum(since, 0.01), 2)
 
     failed = np.where(acc["attacked"][a], rng.poisson(3, n), rng.poisson(0.08, n))
@@ -324,8 +420,9 @@ def _uniform(rng: np.random.Generator, f: Feature, n: int) -> np.ndarray:
     return np.round(rng.uniform(lo, hi, n), 4)
 
 
-def _column(rng: np.random.Generator, f: Feature, world: dict[str, Any],
-            n: int) -> tuple[list, np.ndarray | None]:
+def _column(
+    rng: np.random.Generator, f: Feature, world: dict[str, Any], n: int
+) -> tuple[list, np.ndarray | None]:
     """One schema feature as a list of JSON-typed Python values, and its missing mask (None: none missing)."""
     values, known = world.get(f.name, (None, None))
     if values is None:
@@ -353,8 +450,9 @@ def _column(rng: np.random.Generator, f: Feature, world: dict[str, Any],
     return out, (None if known is None or known.all() else ~known)
 
 
-def _chunk(schema: FeatureSchema, acc: dict[str, np.ndarray], seed: int,
-           c: int) -> tuple[list[dict], np.ndarray]:
+def _chunk(
+    schema: FeatureSchema, acc: dict[str, np.ndarray], seed: int, c: int
+) -> tuple[list[dict], np.ndarray]:
     """Events and labels for indices [c * CHUNK, (c + 1) * CHUNK)."""
     rng = np.random.default_rng([seed, _CHUNK_TAG, c])
     n = CHUNK
@@ -362,9 +460,11 @@ def _chunk(schema: FeatureSchema, acc: dict[str, np.ndarray], seed: int,
     labels = (rng.random(n) < _sigmoid(z)).astype(np.int8)
     first = c * CHUNK
     keys = [schema.id_field, "account_id", "event_time"]
-    cols: list[list] = [[f"evt-{seed}-{first + i:010d}" for i in range(n)],
-                        world["account_id"][0].tolist(),
-                        world["event_time"][0].tolist()]
+    cols: list[list] = [
+        [f"evt-{seed}-{first + i:010d}" for i in range(n)],
+        world["account_id"][0].tolist(),
+        world["event_time"][0].tolist(),
+    ]
     missing: list[tuple[str, np.ndarray]] = []
     for f in schema.features:
         col, miss = _column(rng, f, world, n)

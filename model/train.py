@@ -1,11 +1,12 @@
 """Train the fraud model on synthetic labelled events and write a versioned bundle.
 
-The training matrix comes from ``consumers.features.Vectorizer``, the very code the consumer runs per batch,
+The training matrix comes from ``consumers.core.features.Vectorizer``, the very code the consumer runs per batch,
 so training and serving encode every field identically (categories as their index, missing optional
 fields as NaN). Training is deterministic: the same arguments give a byte-identical ``model.ubj`` and
 therefore the same ``version`` (``hist`` with a fixed ``nthread`` and ``seed``; no subsampling draws that
 depend on thread scheduling).
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,10 +18,10 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from consumers.errors import ModelError
-from consumers.features import Vectorizer
-from model.bundle import write_bundle
-from model.schema import FeatureSchema
+from consumers.core.bundle import write_bundle
+from consumers.core.errors import ModelError
+from consumers.core.features import Vectorizer
+from consumers.core.schema import FeatureSchema
 from model.synthetic import generate_labelled
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,14 @@ class _Progress(xgb.callback.TrainingCallback):
     def __init__(self, total: int) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc="boosting", unit="tree", file=sys.stderr,
-                         disable=not sys.stderr.isatty(), leave=False)
+        self._bar = tqdm(
+            total=total,
+            desc="boosting",
+            unit="tree",
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+            leave=False,
+        )
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
         self._bar.update(1)
@@ -64,8 +71,15 @@ class _Progress(xgb.callback.TrainingCallback):
         return model
 
 
-def train(schema: FeatureSchema, *, rows: int = 50_000, trees: int = 200, depth: int = 6, seed: int = 0,
-          out_dir: str | Path) -> dict[str, Any]:
+def train(
+    schema: FeatureSchema,
+    *,
+    rows: int = 50_000,
+    trees: int = 200,
+    depth: int = 6,
+    seed: int = 0,
+    out_dir: str | Path,
+) -> dict[str, Any]:
     """Generate ``rows`` labelled events, fit ``trees`` boosting rounds, write the bundle; return its card."""
     if rows < 100 or trees < 1 or depth < 1:
         raise ValueError(f"need rows >= 100, trees >= 1, depth >= 1 (got {rows}, {trees}, {depth})")
@@ -74,8 +88,10 @@ def train(schema: FeatureSchema, *, rows: int = 50_000, trees: int = 200, depth:
     vec = Vectorizer(schema)(events)
     if vec.errors:  # the generator promises valid events: a failure here is a bug, not data to skip
         row, (reason, detail) = next(iter(vec.errors.items()))
-        raise ModelError(f"synthetic events fail the schema {schema.name!r}: {len(vec.errors)} rows, "
-                         f"first row {row}: {reason.value}: {detail}")
+        raise ModelError(
+            f"synthetic events fail the schema {schema.name!r}: {len(vec.errors)} rows, "
+            f"first row {row}: {reason.value}: {detail}"
+        )
     x, y = vec.matrix, labels.astype(np.float32)
     t_data = time.perf_counter() - t0
     log.info("generated and vectorized %d events in %.2f s (fraud rate %.4f)", rows, t_data, y.mean())
@@ -108,12 +124,25 @@ def train(schema: FeatureSchema, *, rows: int = 50_000, trees: int = 200, depth:
     auc = roc_auc(y[hold], scores)
     log.info("trained %d trees (depth %d) in %.2f s, holdout AUC %.4f", trees, depth, t_fit, auc)
 
-    metrics = {"holdout_auc": round(auc, 6), "holdout_rows": int(n_hold), "train_rows": int(fit.size),
-               "fraud_rate": round(float(y.mean()), 6), "holdout_positives": int(y[hold].sum()),
-               "holdout_mean_score": round(float(scores.mean()), 6)}
-    training = {"rows": rows, "trees": trees, "depth": depth, "seed": seed, "eta": ETA,
-                "min_child_weight": params["min_child_weight"],
-                "nthread": TRAIN_NTHREAD, "tree_method": "hist",
-                "generator": "model.synthetic.generate_labelled",
-                "train_seconds": round(t_fit, 3), "data_seconds": round(t_data, 3)}
+    metrics = {
+        "holdout_auc": round(auc, 6),
+        "holdout_rows": int(n_hold),
+        "train_rows": int(fit.size),
+        "fraud_rate": round(float(y.mean()), 6),
+        "holdout_positives": int(y[hold].sum()),
+        "holdout_mean_score": round(float(scores.mean()), 6),
+    }
+    training = {
+        "rows": rows,
+        "trees": trees,
+        "depth": depth,
+        "seed": seed,
+        "eta": ETA,
+        "min_child_weight": params["min_child_weight"],
+        "nthread": TRAIN_NTHREAD,
+        "tree_method": "hist",
+        "generator": "model.synthetic.generate_labelled",
+        "train_seconds": round(t_fit, 3),
+        "data_seconds": round(t_data, 3),
+    }
     return write_bundle(out_dir, booster, schema, metrics=metrics, training=training)

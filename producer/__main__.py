@@ -12,17 +12,20 @@ line on stderr, no traceback. ``generate`` writes valid events as JSON Lines on 
 The boto3 client comes from the environment (``AWS_ENDPOINT_URL``, ``AWS_REGION``, credentials: boto3
 reads them itself); botocore's *standard* retry mode adds its own quick retries under the publisher's.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
-from consumers.errors import ScoringError
-from model.schema import DEFAULT_SCHEMA_PATH, FeatureSchema
+from consumers.core.errors import ScoringError
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH
 from producer.malformed import AGGREGATE_KINDS, DEFAULT_KINDS, corrupt
 
 # Events are generated in chunks: memory stays flat for any --count. A multiple of model.synthetic's
@@ -63,23 +66,34 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m producer",
-                                description="Synthetic events for the Kinesis stream.")
+    p = argparse.ArgumentParser(
+        prog="python -m producer", description="Synthetic events for the Kinesis stream."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     pub = sub.add_parser("publish", help="publish synthetic events to a Kinesis stream")
     pub.add_argument("--stream", required=True, help="Kinesis stream name")
     pub.add_argument("--count", type=_positive_int, required=True, help="user records to publish")
-    pub.add_argument("--rate", type=_positive_float, default=None,
-                     help="user records per second (default: unlimited)")
-    pub.add_argument("--malformed-fraction", type=_fraction, default=0.0,
-                     help="share of records replaced by malformed payloads, spread evenly (default 0)")
+    pub.add_argument(
+        "--rate", type=_positive_float, default=None, help="user records per second (default: unlimited)"
+    )
+    pub.add_argument(
+        "--malformed-fraction",
+        type=_fraction,
+        default=0.0,
+        help="share of records replaced by malformed payloads, spread evenly (default 0)",
+    )
     pub.add_argument("--aggregate", action="store_true", help="pack records into KPL aggregated records")
     pub.add_argument("--seed", type=_positive_int, default=0, help="generator seed (default 0)")
-    pub.add_argument("--deadline", type=_positive_float, default=60.0,
-                     help="seconds a record may keep being retried (default 60)")
-    pub.add_argument("--schema", default=str(DEFAULT_SCHEMA_PATH),
-                     help="features.json (default: the model's)")
+    pub.add_argument(
+        "--deadline",
+        type=_positive_float,
+        default=60.0,
+        help="seconds a record may keep being retried (default 60)",
+    )
+    pub.add_argument(
+        "--schema", default=str(DEFAULT_SCHEMA_PATH), help="features.json (default: the model's)"
+    )
     pub.add_argument("--quiet", action="store_true", help="no progress bar")
 
     gen = sub.add_parser("generate", help="write valid events as JSON Lines to stdout")
@@ -101,8 +115,9 @@ def _events(schema: FeatureSchema, count: int, seed: int) -> Iterator[list[dict[
         yield generate_events(schema, min(GEN_CHUNK, count - start), seed=seed, start_index=start)
 
 
-def mixed_records(schema: FeatureSchema, count: int, seed: int, fraction: float,
-                  kinds: tuple = DEFAULT_KINDS) -> Iterator[dict[str, Any] | tuple[str, bytes]]:
+def mixed_records(
+    schema: FeatureSchema, count: int, seed: int, fraction: float, kinds: tuple = DEFAULT_KINDS
+) -> Iterator[dict[str, Any] | tuple[str, bytes]]:
     """``count`` records for (seed): event ``i``, or, at a ``fraction`` of indexes, a malformed payload
     derived from event ``i`` (the kinds in turn). Deterministic, and lazily generated."""
     index = bad = 0
@@ -144,10 +159,22 @@ def cmd_publish(args: argparse.Namespace) -> int:
         return _fail(f"cannot create a Kinesis client: {exc} (set AWS_REGION or AWS_DEFAULT_REGION)")
     # A malformed KPL aggregate only stays one when the publisher does not re-aggregate it.
     kinds = DEFAULT_KINDS if args.aggregate else DEFAULT_KINDS + AGGREGATE_KINDS
-    with tqdm(total=args.count, unit="rec", file=sys.stderr, disable=args.quiet, dynamic_ncols=True,
-              desc=f"publish {args.stream}") as bar:
-        publisher = Publisher(client, args.stream, aggregate=args.aggregate, rate=args.rate,
-                              deadline_s=args.deadline, progress=bar.update)
+    with tqdm(
+        total=args.count,
+        unit="rec",
+        file=sys.stderr,
+        disable=args.quiet,
+        dynamic_ncols=True,
+        desc=f"publish {args.stream}",
+    ) as bar:
+        publisher = Publisher(
+            client,
+            args.stream,
+            aggregate=args.aggregate,
+            rate=args.rate,
+            deadline_s=args.deadline,
+            progress=bar.update,
+        )
         try:
             records = mixed_records(schema, args.count, args.seed, args.malformed_fraction, kinds)
             report = publisher.publish(records)

@@ -1,4 +1,4 @@
-"""Malformed payloads with the quarantine reason the consumer must give each (``consumers.types.Reason``).
+"""Malformed payloads with the quarantine reason the consumer must give each (``consumers.core.types.Reason``).
 
 Each payload is a valid event (``model.synthetic.generate_events``) with *one* corruption, so exactly one
 reason applies; the expected reason travels with it so an end-to-end test can check the consumer's
@@ -21,17 +21,19 @@ arrives as valid base64) and ``oversized`` (depends on the consumer's configured
 meaningful when the publisher does *not* aggregate, because a re-aggregated record is a sub-record, not
 an aggregate; ask for them with ``kinds=``.
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
-from consumers import kpl
-from consumers.limits import KPL_MAGIC
-from consumers.types import Reason
-from model.schema import FeatureSchema
+from consumers.core import kpl
+from consumers.core.limits import KPL_MAGIC
+from consumers.core.schema import FeatureSchema
+from consumers.core.types import Reason
 
 DEFAULT_KINDS: tuple[Reason, ...] = (
     Reason.NOT_UTF8,
@@ -60,8 +62,14 @@ def _wrong_type_value(ftype: str, value: Any) -> Any:
     return 7  # category: a number instead of a string
 
 
-def corrupt(schema: FeatureSchema, event: dict[str, Any], kind: Reason | str, variant: int = 0,
-            *, key_field: str = "account_id") -> tuple[str, bytes, str]:
+def corrupt(
+    schema: FeatureSchema,
+    event: dict[str, Any],
+    kind: Reason | str,
+    variant: int = 0,
+    *,
+    key_field: str = "account_id",
+) -> tuple[str, bytes, str]:
     """One corruption of a valid ``event``: ``(partition_key, data, expected reason)``.
 
     ``variant`` picks which feature a feature-level corruption hits (it rotates through the schema's
@@ -101,8 +109,9 @@ def corrupt(schema: FeatureSchema, event: dict[str, Any], kind: Reason | str, va
         f = pick(features)
         ev[f.name] = _wrong_type_value(f.type, ev.get(f.name))
     elif kind is Reason.OUT_OF_RANGE:
-        f = pick([f for f in features
-                  if f.type in ("int", "float") and (f.max is not None or f.min is not None)])
+        f = pick(
+            [f for f in features if f.type in ("int", "float") and (f.max is not None or f.min is not None)]
+        )
         if f.max is not None:
             ev[f.name] = int(f.max) + 1 if f.type == "int" else f.max + abs(f.max) + 1.0
         else:
@@ -115,7 +124,7 @@ def corrupt(schema: FeatureSchema, event: dict[str, Any], kind: Reason | str, va
         blob[-1] ^= 0xFF  # the MD5 digest no longer matches
         return pk, bytes(blob), kind.value
     elif kind is Reason.BAD_AGGREGATE:
-        body = kpl.aggregate([(pk, orjson.dumps(ev))])[len(KPL_MAGIC):-16]
+        body = kpl.aggregate([(pk, orjson.dumps(ev))])[len(KPL_MAGIC) : -16]
         cut = body[:-3]  # a truncated protobuf under a matching digest: a parse error, not a checksum
         return pk, KPL_MAGIC + cut + hashlib.md5(cut).digest(), kind.value
     else:
@@ -123,8 +132,14 @@ def corrupt(schema: FeatureSchema, event: dict[str, Any], kind: Reason | str, va
     return pk, orjson.dumps(ev), kind.value
 
 
-def malformed_payloads(schema: FeatureSchema, n: int, seed: int = 0, *, start_index: int = 0,
-                       kinds: Sequence[Reason | str] = DEFAULT_KINDS) -> list[tuple[str, bytes, str]]:
+def malformed_payloads(
+    schema: FeatureSchema,
+    n: int,
+    seed: int = 0,
+    *,
+    start_index: int = 0,
+    kinds: Sequence[Reason | str] = DEFAULT_KINDS,
+) -> list[tuple[str, bytes, str]]:
     """``n`` malformed ``(partition_key, data, expected_reason)``, cycling through ``kinds``.
 
     Deterministic: payload ``i`` is event ``start_index + i`` of ``generate_events(schema, ..., seed)``
@@ -136,5 +151,6 @@ def malformed_payloads(schema: FeatureSchema, n: int, seed: int = 0, *, start_in
     if not kinds:
         raise ValueError("kinds must not be empty")
     events = generate_events(schema, n, seed=seed, start_index=start_index)
-    return [corrupt(schema, ev, kinds[i % len(kinds)], variant=i // len(kinds))
-            for i, ev in enumerate(events)]
+    return [
+        corrupt(schema, ev, kinds[i % len(kinds)], variant=i // len(kinds)) for i, ev in enumerate(events)
+    ]

@@ -9,7 +9,7 @@ https://docs.aws.amazon.com/kinesis/latest/APIReference/API_PutRecords.html):
   and counted in the report, never sent.
 - a request can succeed while some of its entries fail: ``FailedRecordCount`` > 0 and those entries carry
   ``ErrorCode`` (``ProvisionedThroughputExceededException`` or ``InternalFailure``). Only those entries are
-  resent, in their original order, with exponential backoff and full jitter (``consumers.retry.Backoff``)
+  resent, in their original order, with exponential backoff and full jitter (``consumers.core.retry.Backoff``)
   until a deadline. What is still unsent then is *reported* (count + error codes), never dropped.
 - PutRecords does not guarantee ordering: a resent entry lands after entries that were sent later. The
   consumer does not depend on order across records (idempotent writes keyed by event id).
@@ -21,29 +21,35 @@ failed entries; anything else (``ResourceNotFoundException``, ``ValidationExcept
 
 With ``aggregate=True`` user records are packed into KPL aggregated records
 (https://github.com/awslabs/amazon-kinesis-producer/blob/master/aggregation-format.md) with
-``consumers.kpl.aggregate`` so the consumer's de-aggregation runs on real data. Counts in the report are
+``consumers.core.kpl.aggregate`` so the consumer's de-aggregation runs on real data. Counts in the report are
 *user* records unless named ``kinesis_*``.
 
 The publisher takes an injected boto3 Kinesis client and never builds one (DESIGN.md §6.2).
 """
+
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     SSLError,
 )
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
-from consumers.errors import ScoringError
-from consumers.limits import (
+from consumers.aws.errors import is_retryable_code
+from consumers.core import kpl
+from consumers.core.errors import ScoringError
+from consumers.core.limits import (
     KINESIS_MAX_RECORD_BYTES,
     KINESIS_PARTITION_KEY_MAX_CHARS,
     KINESIS_PUT_RECORDS_MAX_BYTES,
@@ -51,32 +57,13 @@ from consumers.limits import (
     KPL_DIGEST_BYTES,
     KPL_MAGIC,
 )
-from consumers import kpl
-from consumers.retry import Backoff, Deadline
+from consumers.core.retry import Backoff, Deadline
 from producer.ratelimit import TokenBucket
 
 # KPL's own default AggregationMaxSize (51,200 bytes): aggregates stay small enough that one bad
 # aggregate quarantines few events, and a Lambda batch of them stays under the 6 MB invoke payload.
 DEFAULT_AGGREGATE_MAX_BYTES = 51_200
 DEFAULT_AGGREGATE_MAX_RECORDS = 1_000
-
-# Whole-request error codes that a later retry can cure (throttling, server side faults).
-# PutRecords' own: ProvisionedThroughputExceededException, KMSThrottlingException, InternalFailureException;
-# the others are the generic throttling/5xx codes of AWS JSON services.
-RETRYABLE_ERROR_CODES = frozenset({
-    "ProvisionedThroughputExceededException",
-    "LimitExceededException",
-    "ThrottlingException",
-    "Throttling",
-    "KMSThrottlingException",
-    "InternalFailure",
-    "InternalFailureException",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-})
 
 # Local rejection codes (records AWS would refuse; never sent).
 REJECT_OVERSIZED = "oversized"  # data + partition key > KINESIS_MAX_RECORD_BYTES
@@ -90,7 +77,7 @@ class PublishError(ScoringError):
     """A PutRecords failure that retrying cannot cure (missing stream, access denied, bad request,
     no credentials). ``report`` holds what was sent before it, so nothing is unaccounted for."""
 
-    def __init__(self, message: str, *, stream: str, code: str = "", report: "PublishReport | None" = None):
+    def __init__(self, message: str, *, stream: str, code: str = "", report: PublishReport | None = None):
         super().__init__(message)
         self.stream = stream
         self.code = code
@@ -228,8 +215,10 @@ class _Aggregator:
         any aggregate (as the KPL does with records above its aggregation size)."""
         done: list[_Entry] = []
         add, pk_len = self._cost(pk, data)
-        if self.records and (self._FIXED + self._body + add + self._first_key_bytes > self.max_bytes
-                             or len(self.records) >= self.max_records):
+        if self.records and (
+            self._FIXED + self._body + add + self._first_key_bytes > self.max_bytes
+            or len(self.records) >= self.max_records
+        ):
             done.append(self._take())
             add, pk_len = self._cost(pk, data)  # the key table starts afresh
         if not self.records and self._FIXED + add + pk_len > self.max_bytes:
@@ -312,18 +301,20 @@ class _Run:
 
     def report(self) -> PublishReport:
         return PublishReport(
-            stream=self.stream, records_sent=self.sent, kinesis_records=self.kinesis, requests=self.requests,
-            retried_entries=self.retried, failed=self.failed, failed_codes=dict(self.failed_codes),
-            rejected_local=self.rejected, rejected_codes=dict(self.rejected_codes),
+            stream=self.stream,
+            records_sent=self.sent,
+            kinesis_records=self.kinesis,
+            requests=self.requests,
+            retried_entries=self.retried,
+            failed=self.failed,
+            failed_codes=dict(self.failed_codes),
+            rejected_local=self.rejected,
+            rejected_codes=dict(self.rejected_codes),
             seconds=time.perf_counter() - self.start,
             shard_ranges={s: (r[1], r[3]) for s, r in self.ranges.items()},
             results=tuple(self.results) if self.keep else None,
             unsent=tuple(self.unsent) if self.keep else None,
         )
-
-
-def _is_retryable(code: str, status: int | None) -> bool:
-    return code in RETRYABLE_ERROR_CODES or (status is not None and (status >= 500 or status == 429))
 
 
 # --- the publisher ------------------------------------------------------------------------------
@@ -339,21 +330,35 @@ class Publisher:
     a partly filled request (or aggregate) before it is sent anyway (KPL's RecordMaxBufferedTime idea).
     """
 
-    def __init__(self, client: Any, stream_name: str, *, aggregate: bool = False, rate: float | None = None,
-                 burst: float | None = None, deadline_s: float = 60.0, backoff: Backoff | None = None,
-                 progress: Callable[[int], Any] | None = None, keep_results: bool = False,
-                 aggregate_max_bytes: int = DEFAULT_AGGREGATE_MAX_BYTES,
-                 aggregate_max_records: int = DEFAULT_AGGREGATE_MAX_RECORDS,
-                 max_buffer_s: float = 0.1, id_field: str = "event_id", key_field: str = "account_id",
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        client: Any,
+        stream_name: str,
+        *,
+        aggregate: bool = False,
+        rate: float | None = None,
+        burst: float | None = None,
+        deadline_s: float = 60.0,
+        backoff: Backoff | None = None,
+        progress: Callable[[int], Any] | None = None,
+        keep_results: bool = False,
+        aggregate_max_bytes: int = DEFAULT_AGGREGATE_MAX_BYTES,
+        aggregate_max_records: int = DEFAULT_AGGREGATE_MAX_RECORDS,
+        max_buffer_s: float = 0.1,
+        id_field: str = "event_id",
+        key_field: str = "account_id",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not stream_name:
             raise ValueError("stream_name must be a non-empty string")
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be > 0, got {deadline_s!r}")
         if not 0 < aggregate_max_bytes <= KINESIS_MAX_RECORD_BYTES:
-            raise ValueError(f"aggregate_max_bytes must be in 1..{KINESIS_MAX_RECORD_BYTES} "
-                             "(an aggregate is one Kinesis record)")
+            raise ValueError(
+                f"aggregate_max_bytes must be in 1..{KINESIS_MAX_RECORD_BYTES} "
+                "(an aggregate is one Kinesis record)"
+            )
         if aggregate_max_records < 1:
             raise ValueError("aggregate_max_records must be >= 1")
         self.client = client
@@ -372,8 +377,13 @@ class Publisher:
         self.id_field = id_field
         self.key_field = key_field
         self._clock = clock
-        self.bucket = TokenBucket(rate, burst if burst is not None else min(max(1.0, rate), 500.0),
-                                  clock=clock, sleep=sleep) if rate is not None else None
+        self.bucket = (
+            TokenBucket(
+                rate, burst if burst is not None else min(max(1.0, rate), 500.0), clock=clock, sleep=sleep
+            )
+            if rate is not None
+            else None
+        )
 
     # -- public ----------------------------------------------------------------------------------
     def publish(self, events: Iterable[dict[str, Any] | bytes | tuple[str, bytes]]) -> PublishReport:
@@ -410,8 +420,9 @@ class Publisher:
             elif isinstance(ev, tuple) and len(ev) == 2:
                 yield i, ev[0], bytes(ev[1])
             else:
-                raise TypeError(f"event {i}: expected a dict, bytes or (partition_key, bytes), "
-                                f"got {type(ev).__name__}")
+                raise TypeError(
+                    f"event {i}: expected a dict, bytes or (partition_key, bytes), got {type(ev).__name__}"
+                )
 
     @staticmethod
     def _local_check(pk: Any, data: bytes | None) -> str | None:
@@ -438,8 +449,10 @@ class Publisher:
         # ``batch`` and ``agg`` hold exactly the records that were neither sent nor settled by _send.
         def add(entry: _Entry) -> None:
             nonlocal batch, batch_bytes
-            if batch and (len(batch) >= KINESIS_PUT_RECORDS_MAX_ENTRIES
-                          or batch_bytes + entry.size > KINESIS_PUT_RECORDS_MAX_BYTES):
+            if batch and (
+                len(batch) >= KINESIS_PUT_RECORDS_MAX_ENTRIES
+                or batch_bytes + entry.size > KINESIS_PUT_RECORDS_MAX_BYTES
+            ):
                 full, batch, batch_bytes = batch, [entry], entry.size
                 self._send(run, full)
             else:
@@ -467,8 +480,11 @@ class Publisher:
                     wait = bucket.delay(1)
                     # About to wait for a token: send what is buffered first if it would otherwise wait
                     # longer than max_buffer_s (at low rates, records leave one by one, not 500 at a time).
-                    if wait > 0 and buffered_since is not None and (
-                            clock() - buffered_since + wait > max_buffer_s):
+                    if (
+                        wait > 0
+                        and buffered_since is not None
+                        and (clock() - buffered_since + wait > max_buffer_s)
+                    ):
                         flush()
                     bucket.acquire(1)
                 if buffered_since is None:
@@ -506,34 +522,47 @@ class Publisher:
                 run.requests += 1
                 resp = self.client.put_records(
                     StreamName=self.stream_name,
-                    Records=[{"Data": e.data, "PartitionKey": e.partition_key} for e in pending])
+                    Records=[{"Data": e.data, "PartitionKey": e.partition_key} for e in pending],
+                )
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = err.get("Code", "Unknown")
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if not _is_retryable(code, status):
+                if not is_retryable_code(code, status):
                     self._give_up(run, pending, code)
-                    raise PublishError(f"PutRecords to stream {self.stream_name!r} failed: {code}: "
-                                       f"{err.get('Message', '')}".rstrip(": "),
-                                       stream=self.stream_name, code=code) from exc
+                    raise PublishError(
+                        f"PutRecords to stream {self.stream_name!r} failed: {code}: "
+                        f"{err.get('Message', '')}".rstrip(": "),
+                        stream=self.stream_name,
+                        code=code,
+                    ) from exc
                 failed = [(e, code) for e in pending]
             except SSLError as exc:  # a certificate problem: no retry cures it
                 self._give_up(run, pending, type(exc).__name__)
-                raise PublishError(f"PutRecords to stream {self.stream_name!r}: TLS error: {exc}",
-                                   stream=self.stream_name, code=type(exc).__name__) from exc
+                raise PublishError(
+                    f"PutRecords to stream {self.stream_name!r}: TLS error: {exc}",
+                    stream=self.stream_name,
+                    code=type(exc).__name__,
+                ) from exc
             except (BotoConnectionError, HTTPClientError) as exc:  # connection refused/reset, timeouts
                 failed = [(e, type(exc).__name__) for e in pending]
             except BotoCoreError as exc:  # no credentials, no region, invalid parameters ...
                 self._give_up(run, pending, type(exc).__name__)
-                raise PublishError(f"PutRecords to stream {self.stream_name!r} cannot be sent: {exc}",
-                                   stream=self.stream_name, code=type(exc).__name__) from exc
+                raise PublishError(
+                    f"PutRecords to stream {self.stream_name!r} cannot be sent: {exc}",
+                    stream=self.stream_name,
+                    code=type(exc).__name__,
+                ) from exc
             else:
                 results = resp.get("Records") or []
                 if len(results) != len(pending):  # the API promises one result per entry, in order
                     self._give_up(run, pending, "BadResponse")
-                    raise PublishError(f"PutRecords to stream {self.stream_name!r} returned {len(results)} "
-                                       f"results for {len(pending)} records", stream=self.stream_name,
-                                       code="BadResponse")
+                    raise PublishError(
+                        f"PutRecords to stream {self.stream_name!r} returned {len(results)} "
+                        f"results for {len(pending)} records",
+                        stream=self.stream_name,
+                        code="BadResponse",
+                    )
                 written = run.written
                 for e, r in zip(pending, results):
                     code = r.get("ErrorCode")

@@ -8,10 +8,11 @@ https://docs.aws.amazon.com/streams/latest/dev/service-sizes-and-limits.html).
 
 Clock and sleep are injected so tests run on a fake clock, without sleeping.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class TokenBucket:
@@ -21,9 +22,14 @@ class TokenBucket:
     (the bucket goes empty, never negative), so the long-run rate holds for any request size.
     """
 
-    def __init__(self, rate: float, burst: float | None = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 tokens/s, got {rate!r}")
         if burst is None:

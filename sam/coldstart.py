@@ -11,6 +11,7 @@ with every ``__pycache__`` removed and ``-B``, so every run compiles every modul
 Run from the repo with the dev venv after ``make package``:  ``.venv/bin/python sam/coldstart.py``.
 Files are in the page cache after the first run, so this measures CPU (import, compile, init), not disk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,15 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--records", type=int, default=1000)
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--no-tracing", action="store_true", help="disable the Powertools Tracer (on by default, as on Lambda)")
+    p.add_argument(
+        "--no-tracing",
+        action="store_true",
+        help="disable the Powertools Tracer (on by default, as on Lambda)",
+    )
     args = p.parse_args(argv)
 
     import boto3
 
-    from consumers.events import kinesis_event, kinesis_record, sequence_number
-    from consumers.local.emulator import MotoServer
-    from model.schema import DEFAULT_SCHEMA_PATH, FeatureSchema
+    from consumers.core.schema import FeatureSchema
+    from model import DEFAULT_SCHEMA_PATH
     from model.synthetic import generate_events
+    from sam.local.emulator import MotoServer
+    from sam.local.events import kinesis_event, kinesis_record, sequence_number
 
     spec = importlib.util.spec_from_file_location("sam_package", REPO / "sam" / "package.py")
     package_mod = importlib.util.module_from_spec(spec)
@@ -101,44 +107,85 @@ def main(argv: list[str] | None = None) -> int:
         no_pyc = tmp / "lambda-no-pyc"
         shutil.copytree(package, no_pyc, ignore=shutil.ignore_patterns("__pycache__"))
 
-        session = boto3.session.Session(region_name=moto.env()["AWS_REGION"], aws_access_key_id="testing",
-                                        aws_secret_access_key="testing")
+        session = boto3.session.Session(
+            region_name=moto.env()["AWS_REGION"], aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
         ddb = session.client("dynamodb", endpoint_url=moto.endpoint)
         sqs = session.client("sqs", endpoint_url=moto.endpoint)
-        ddb.create_table(TableName="scores", BillingMode="PAY_PER_REQUEST",
-                         KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
-                         AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}])
+        ddb.create_table(
+            TableName="scores",
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
+        )
         dlq_url = sqs.create_queue(QueueName="quarantine")["QueueUrl"]
 
         schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
         events = generate_events(schema, args.records, seed=11)
-        event = kinesis_event(kinesis_record(json.dumps(e).encode(), sequence_number=sequence_number(i),
-                                             partition_key=str(i)) for i, e in enumerate(events))
+        event = kinesis_event(
+            kinesis_record(json.dumps(e).encode(), sequence_number=sequence_number(i), partition_key=str(i))
+            for i, e in enumerate(events)
+        )
         event_path = tmp / "event.json"
         event_path.write_text(json.dumps(event))
 
-        env = {**moto.env(), "SCORES_TABLE": "scores", "DLQ_URL": dlq_url, "MODEL_URI": "model/bundles/default",
-               "MODEL_CACHE_DIR": str(tmp / "model-cache"), "POWERTOOLS_SERVICE_NAME": "event-scoring",
-               "POWERTOOLS_METRICS_NAMESPACE": "EventScoring", "POWERTOOLS_LOG_LEVEL": "WARNING",
-               "POWERTOOLS_METRICS_DISABLED": "true", "PATH": "/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8"}
+        env = {
+            **moto.env(),
+            "SCORES_TABLE": "scores",
+            "DLQ_URL": dlq_url,
+            "MODEL_URI": "model/bundles/default",
+            "MODEL_CACHE_DIR": str(tmp / "model-cache"),
+            "POWERTOOLS_SERVICE_NAME": "event-scoring",
+            "POWERTOOLS_METRICS_NAMESPACE": "EventScoring",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp),
+            "LANG": "C.UTF-8",
+        }
         if args.no_tracing:
             env["POWERTOOLS_TRACE_DISABLED"] = "true"
         else:
             # What Lambda sets with Tracing: Active, so Powertools' Tracer loads the X-Ray SDK and patches
             # botocore as it does there. Segments go by UDP to the daemon address on loopback (none listens).
-            env.update({"LAMBDA_TASK_ROOT": "/var/task", "AWS_LAMBDA_FUNCTION_NAME": "scoring",
-                        "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000", "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
-                        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"})
+            env.update(
+                {
+                    "LAMBDA_TASK_ROOT": "/var/task",
+                    "AWS_LAMBDA_FUNCTION_NAME": "scoring",
+                    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+                    "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+                    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+                }
+            )
         variants = {"with .pyc": (package, []), "without .pyc": (no_pyc, ["-B"])}
         results: dict[str, list[dict]] = {name: [] for name in variants}
-        print(f"{args.runs} runs per variant, {args.records} records, tracing {'off' if args.no_tracing else 'on'}, "
-              f"{python}; package {package}", flush=True)
+        print(
+            f"{args.runs} runs per variant, {args.records} records, tracing {'off' if args.no_tracing else 'on'}, "
+            f"{python}; package {package}",
+            flush=True,
+        )
         for i in range(args.runs):
             for name, (pkg, flags) in variants.items():
                 out = tmp / f"run-{i}-{len(flags)}.json"
                 t0 = time.perf_counter()
-                proc = subprocess.run([python, "-I", "-S", *flags, "-c", RUN_SCRIPT, str(pkg), str(event_path),
-                                       str(out), ",".join(deps)], cwd=pkg, env=env, capture_output=True, text=True)
+                proc = subprocess.run(
+                    [
+                        python,
+                        "-I",
+                        "-S",
+                        *flags,
+                        "-c",
+                        RUN_SCRIPT,
+                        str(pkg),
+                        str(event_path),
+                        str(out),
+                        ",".join(deps),
+                    ],
+                    cwd=pkg,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 wall = time.perf_counter() - t0
                 if proc.returncode != 0:
                     print(proc.stderr[-3000:], file=sys.stderr)
@@ -146,18 +193,34 @@ def main(argv: list[str] | None = None) -> int:
                 run = json.loads(out.read_text())
                 run["process_wall_s"] = wall
                 results[name].append(run)
-                print(f"  run {i + 1:2d} {name:<13} imports {run['imports_s']:.3f} s  init {run['init_s']:.3f} s  "
-                      f"first batch {run['first_batch_s']:.3f} s  process {wall:.3f} s", flush=True)
+                print(
+                    f"  run {i + 1:2d} {name:<13} imports {run['imports_s']:.3f} s  init {run['init_s']:.3f} s  "
+                    f"first batch {run['first_batch_s']:.3f} s  process {wall:.3f} s",
+                    flush=True,
+                )
 
     keys = ["imports_s", "init_s", "first_batch_s", "in_process_s", "process_wall_s"]
-    summary = {name: {k: statistics.median(r[k] for r in runs) for k in keys} for name, runs in results.items()}
+    summary = {
+        name: {k: statistics.median(r[k] for r in runs) for k in keys} for name, runs in results.items()
+    }
     print(f"\nmedian of {args.runs} (seconds)   " + "  ".join(f"{k[:-2]:>14}" for k in keys))
     for name, med in summary.items():
         print(f"{name:<27}" + "  ".join(f"{med[k]:14.3f}" for k in keys))
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": args.runs, "records": args.records, "python": python,
-                                               "tracing": not args.no_tracing,
-                                               "median_s": summary, "all": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "runs": args.runs,
+                    "records": args.records,
+                    "python": python,
+                    "tracing": not args.no_tracing,
+                    "median_s": summary,
+                    "all": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -7,10 +7,9 @@ Lambda unpacks into ``/var/task``:
    (``pip install --platform manylinux_2_28_<arch> --only-binary=:all: --python-version 3.12 --target``):
    the runtime is Amazon Linux 2023 (glibc 2.34), so manylinux_2_28 and older wheels run there. pip expands
    the newest tag to every older compatible one; the older ones are listed too so that intent is explicit;
-2. the project's code: the modules the template's handlers import (``consumers/handler.py``,
-   ``consumers/s3_batch.py``, ``consumers/http_api.py``: every ``Handler:`` of ``sam/template.yaml``), found by
-   walking their imports (so the local poller, the emulator, training and the CLIs stay out), plus
-   ``model/features.json`` and the default bundle ``model/bundles/default/``; one package serves every function;
+2. the project's code: the directory ``consumers/``, whole (every ``Handler:`` of ``sam/template.yaml`` must be a
+   module in it; the local emulation lives in ``sam/local/``, training in ``model/``, so neither ships), plus the
+   default bundle ``model/bundles/default/`` (data); one package serves every function;
 3. ``__pycache__/*.cpython-312.pyc`` for every module, compiled by a python3.12 interpreter with
    ``--invalidation-mode unchecked-hash``. ``/var/task`` is read-only, so without them every cold start
    compiles every module it imports (``sam/coldstart.py`` measures the difference); ``unchecked-hash`` pycs
@@ -21,15 +20,15 @@ Left out: ``bin/`` scripts, ``tests/`` directories of dependencies, type stubs, 
 ``RECORD`` files (their hashes no longer match after stripping; ``importlib.metadata`` only needs
 ``METADATA``), and debug symbols of the shared libraries (``strip --strip-debug`` with a strip that reads
 the target's ELF; tests/deploy/test_package.py imports and runs the result). The build prints the ten largest packages and the unzipped
-total, and fails above Lambda's 250 MB unzipped limit (``consumers.limits.LAMBDA_UNZIPPED_PACKAGE_BYTES``).
+total, and fails above Lambda's 250 MB unzipped limit (``consumers.core.limits.LAMBDA_UNZIPPED_PACKAGE_BYTES``).
 
 pip keeps downloaded wheels in its own cache (``~/.cache/pip`` by default), so a re-run is fast. The build is
 staged in ``<out>.tmp`` and renamed into place only when it succeeded. See docs/deploy.md.
 """
+
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import platform
@@ -45,14 +44,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from consumers.limits import LAMBDA_UNZIPPED_PACKAGE_BYTES  # noqa: E402
+from consumers.core.limits import LAMBDA_UNZIPPED_PACKAGE_BYTES  # noqa: E402
 
 PYTHON_VERSION = "3.12"
 HANDLER_MODULE = "consumers.handler"
 TEMPLATE = REPO / "sam" / "template.yaml"  # its functions' Handler: entries are the walk's starting points
-OWN_PACKAGES = ("consumers", "model")
-DEFAULT_BUNDLE = Path("model/bundles/default")
-DATA_FILES = (Path("model/features.json"),)
+SHIPPED_PACKAGE = "consumers"  # the Lambda code: everything under it ships, no other code does
+DEFAULT_BUNDLE = Path("model/bundles/default")  # data: the default model, the template's default ModelUri
 REQUIREMENTS = REPO / "requirements" / "lambda.txt"
 DEFAULT_OUT = REPO / "build" / "lambda"  # the CodeUri of sam/template.yaml
 
@@ -80,61 +78,19 @@ class BuildError(Exception):
     pass
 
 
-# ---------------------------------------------------------------- project code: the handler's import closure
+# ---------------------------------------------------------------- project code: the shipped directory
 
 
-def module_path(name: str, root: Path = REPO) -> Path | None:
-    """The file of a project module (``a.b`` -> a/b.py or a/b/__init__.py), or None."""
-    base = root.joinpath(*name.split("."))
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return None
-
-
-def _imported_names(path: Path, module: str) -> set[str]:
-    """Absolute names of every module an ``import`` statement in ``path`` may refer to (top level or nested)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    is_pkg = path.name == "__init__.py"
-    package = module if is_pkg else module.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            names.add(target)
-            names.update(f"{target}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return names
-
-
-def project_closure(entry: str = HANDLER_MODULE, root: Path = REPO) -> dict[str, Path]:
-    """Every project module ``entry`` imports, directly or not, with its package ``__init__``s.
-
-    Static (``ast``): imports inside functions count too, so a lazily imported module is shipped.
-    """
-    found: dict[str, Path] = {}
-    todo = [entry]
-    while todo:
-        name = todo.pop()
-        if name in found or name.split(".")[0] not in OWN_PACKAGES:
-            continue
-        path = module_path(name, root)
-        if path is None:
-            continue  # `from pkg import attribute`: not a module
-        found[name] = path
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
-        todo.extend(_imported_names(path, name))
-    if entry not in found:
-        raise BuildError(f"{entry} not found under {root}")
-    return found
+def shipped_files(root: Path = REPO) -> list[Path]:
+    """Every file under ``consumers/`` (the directory decides what ships), caches and dotfiles left out."""
+    base = root / SHIPPED_PACKAGE
+    return sorted(
+        p
+        for p in base.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def handler_modules(template: Path = TEMPLATE) -> list[str]:
@@ -147,12 +103,16 @@ def handler_modules(template: Path = TEMPLATE) -> list[str]:
     return sorted(set(found)) or [HANDLER_MODULE]
 
 
-def package_closure(entries: list[str] | None = None, root: Path = REPO) -> dict[str, Path]:
-    """The union of the import closures of every handler module: what the one package must contain."""
-    modules: dict[str, Path] = {}
-    for entry in entries or handler_modules():
-        modules.update(project_closure(entry, root))
-    return modules
+def check_handlers(entries: list[str], root: Path = REPO) -> None:
+    """Every handler the template names must be a module of the shipped package."""
+    for entry in entries:
+        if entry.split(".")[0] != SHIPPED_PACKAGE:
+            raise BuildError(
+                f"the template's handler {entry} is not under {SHIPPED_PACKAGE}/: it would not ship"
+            )
+        base = root.joinpath(*entry.split("."))
+        if not base.with_suffix(".py").is_file() and not (base / "__init__.py").is_file():
+            raise BuildError(f"the template's handler {entry} has no module under {root}")
 
 
 # ---------------------------------------------------------------- steps
@@ -167,14 +127,20 @@ def find_python312(explicit: str | None) -> str:
     candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))
     for c in filter(None, candidates):
         try:
-            out = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [c, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except OSError:
             continue
         if out.stdout.strip() == "True":
             return c
-    raise BuildError("no python3.12 interpreter found (needed to compile .pyc for the python3.12 runtime); "
-                     "pass --python PATH or --no-compile")
+    raise BuildError(
+        "no python3.12 interpreter found (needed to compile .pyc for the python3.12 runtime); "
+        "pass --python PATH or --no-compile"
+    )
 
 
 def pinned_requirements(path: Path) -> dict[str, str]:
@@ -192,9 +158,26 @@ def canonical(name: str) -> str:
 
 
 def pip_install(target: Path, arch: str, requirements: Path, logfile: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "install", "--target", str(target), "--requirement", str(requirements),
-           "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
-           "--no-compile", "--disable-pip-version-check", "--no-warn-script-location", "--progress-bar", "off"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--target",
+        str(target),
+        "--requirement",
+        str(requirements),
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--no-warn-script-location",
+        "--progress-bar",
+        "off",
+    ]
     for tag in PLATFORMS[arch]:
         cmd += ["--platform", tag]
     shown = requirements.relative_to(REPO) if requirements.is_relative_to(REPO) else requirements
@@ -225,12 +208,16 @@ def check_dists(target: Path, pins: dict[str, str]) -> None:
     dists = installed_dists(target)
     forbidden = sorted(FORBIDDEN_DISTS & dists.keys())
     if forbidden:
-        raise BuildError(f"forbidden distributions installed: {forbidden} (the GPU build of xgboost; use xgboost-cpu)")
+        raise BuildError(
+            f"forbidden distributions installed: {forbidden} (the GPU build of xgboost; use xgboost-cpu)"
+        )
     unpinned = sorted(set(dists) - set(pins))
     if unpinned:
         # Not fatal, but the package is then not reproducible: pin them in requirements/lambda.txt.
-        log(f"  WARNING: installed but not pinned in requirements/lambda.txt: "
-            + ", ".join(f"{d}=={dists[d]}" for d in unpinned))
+        log(
+            "  WARNING: installed but not pinned in requirements/lambda.txt: "
+            + ", ".join(f"{d}=={dists[d]}" for d in unpinned)
+        )
     log(f"  {len(dists)} distributions: " + ", ".join(f"{d}=={v}" for d, v in sorted(dists.items())))
 
 
@@ -282,8 +269,10 @@ def strip_libraries(target: Path, arch: str) -> int:
     candidates = [f"{machine}-linux-gnu-strip"] + (["strip"] if platform.machine() == machine else [])
     strip = next(filter(None, map(shutil.which, candidates)), None)
     if not strip:
-        log(f"  no strip for {machine} on this {platform.machine()} host ({' or '.join(candidates)}): "
-            "shared libraries left as they are")
+        log(
+            f"  no strip for {machine} on this {platform.machine()} host ({' or '.join(candidates)}): "
+            "shared libraries left as they are"
+        )
         return 0
     saved = 0
     for path in sorted(target.rglob("*.so*")):
@@ -299,38 +288,49 @@ def strip_libraries(target: Path, arch: str) -> int:
 
 
 def copy_project(target: Path, bundle: Path | None) -> list[str]:
+    """``consumers/`` whole (the Lambda code, every entry point) and the model bundle (data) as
+    ``model/bundles/default/``; nothing else of the repository."""
     entries = handler_modules()
-    modules = package_closure(entries)
-    for name, src in sorted(modules.items()):
+    check_handlers(entries)
+    files = shipped_files()
+    for src in files:
         dst = target / src.relative_to(REPO)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    for rel in DATA_FILES:
-        shutil.copy2(REPO / rel, target / rel)
     if bundle is not None:
         if not (bundle / "model.ubj").is_file():
-            raise BuildError(f"{bundle} has no model.ubj: train one first "
-                             f"(python -m model train --out {DEFAULT_BUNDLE}) or pass --no-bundle "
-                             f"and deploy with an s3:// ModelUri")
+            raise BuildError(
+                f"{bundle} has no model.ubj: train one first "
+                f"(python -m model train --out {DEFAULT_BUNDLE}) or pass --no-bundle "
+                f"and deploy with an s3:// ModelUri"
+            )
         shutil.copytree(bundle, target / DEFAULT_BUNDLE, ignore=shutil.ignore_patterns("__pycache__", ".*"))
-    left_out = sorted(
-        str(p.relative_to(REPO)) for pkg in OWN_PACKAGES for p in (REPO / pkg).rglob("*.py")
-        if "__pycache__" not in p.parts and p not in set(modules.values())
+    modules = sorted(
+        ".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for f in files
+        if f.suffix == ".py"
     )
-    log(f"  project: {len(modules)} modules from the import closure of {', '.join(entries)}"
-        + (f" + {DEFAULT_BUNDLE}/ (from {bundle})" if bundle is not None else "") + f"; left out: {', '.join(left_out) or '-'}")
-    return sorted(modules)
+    log(
+        f"  project: {SHIPPED_PACKAGE}/ ({len(modules)} modules; handlers {', '.join(entries)})"
+        + (f" + {DEFAULT_BUNDLE}/ (from {bundle})" if bundle is not None else "")
+    )
+    return modules
 
 
 def compile_pyc(target: Path, python: str) -> None:
     t0 = time.perf_counter()
-    proc = subprocess.run([python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-                           str(target)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", str(target)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         # A dependency may ship a file that is not valid 3.12 syntax (templates, py2 leftovers); Python
         # would fail on it too if it were ever imported, so report and go on.
-        log("  compileall reported errors (files it could not compile keep no .pyc):\n    "
-            + "\n    ".join(proc.stdout.strip().splitlines()[-10:]))
+        log(
+            "  compileall reported errors (files it could not compile keep no .pyc):\n    "
+            + "\n    ".join(proc.stdout.strip().splitlines()[-10:])
+        )
     n = sum(1 for _ in target.rglob("*.cpython-312.pyc"))
     log(f"  compiled {n} modules with {python} (unchecked-hash) in {time.perf_counter() - t0:.1f} s")
 
@@ -408,7 +408,9 @@ def build(args: argparse.Namespace) -> int:
         log(f"  strip --strip-debug saved {saved / 2**20:.1f} MiB")
 
     copy_project(stage, None if args.no_bundle else Path(args.bundle).resolve())
-    (stage / "build-info.json").write_text(json.dumps(build_info(args, requirements), indent=2, sort_keys=True) + "\n")
+    (stage / "build-info.json").write_text(
+        json.dumps(build_info(args, requirements), indent=2, sort_keys=True) + "\n"
+    )
     if python:
         compile_pyc(stage, python)
     else:
@@ -423,10 +425,14 @@ def build(args: argparse.Namespace) -> int:
     pyc = sum(p.stat().st_size for p in stage.rglob("*.pyc"))
     log(f"  {'(of which .pyc)':<28}{mib(pyc)}")
     limit = LAMBDA_UNZIPPED_PACKAGE_BYTES
-    log(f"unzipped total: {total:,} bytes = {mib(total).strip()} "
-        f"({100 * total / limit:.0f}% of Lambda's {limit // 2**20} MiB limit, incl. layers)")
+    log(
+        f"unzipped total: {total:,} bytes = {mib(total).strip()} "
+        f"({100 * total / limit:.0f}% of Lambda's {limit // 2**20} MiB limit, incl. layers)"
+    )
     if total > limit:
-        raise BuildError(f"package is {mib(total).strip()} unzipped, over Lambda's {limit // 2**20} MiB limit")
+        raise BuildError(
+            f"package is {mib(total).strip()} unzipped, over Lambda's {limit // 2**20} MiB limit"
+        )
 
     if out.exists():
         shutil.rmtree(out)
@@ -440,31 +446,68 @@ def build(args: argparse.Namespace) -> int:
 
 def build_info(args: argparse.Namespace, requirements: Path) -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=REPO, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", *OWN_PACKAGES, str(requirements)],
-                                    capture_output=True, text=True, cwd=REPO, timeout=10).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                [
+                    "git",
+                    "status",
+                    "--porcelain",
+                    "--",
+                    SHIPPED_PACKAGE,
+                    str(DEFAULT_BUNDLE),
+                    str(requirements),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
-    return {"python": PYTHON_VERSION, "arch": args.arch, "platform": PLATFORMS[args.arch][0],
-            "git_commit": commit + ("-dirty" if dirty else ""), "handler": f"{HANDLER_MODULE}.lambda_handler",
-            "handlers": [f"{m}.lambda_handler" for m in handler_modules()],
-            "requirements": pinned_requirements(requirements)}
+    return {
+        "python": PYTHON_VERSION,
+        "arch": args.arch,
+        "platform": PLATFORMS[args.arch][0],
+        "git_commit": commit + ("-dirty" if dirty else ""),
+        "handler": f"{HANDLER_MODULE}.lambda_handler",
+        "handlers": [f"{m}.lambda_handler" for m in handler_modules()],
+        "requirements": pinned_requirements(requirements),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", type=lambda a: ARCH_ALIASES.get(a, a), choices=sorted(PLATFORMS), default="x86_64",
-                   help="Lambda architecture (must match the template's Architecture parameter; default x86_64)")
+    p.add_argument(
+        "--arch",
+        type=lambda a: ARCH_ALIASES.get(a, a),
+        choices=sorted(PLATFORMS),
+        default="x86_64",
+        help="Lambda architecture (must match the template's Architecture parameter; default x86_64)",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default build/lambda)")
     p.add_argument("--zip", action="store_true", help="also write <out>.zip")
-    p.add_argument("--requirements", default=str(REQUIREMENTS), help="pinned requirements (default requirements/lambda.txt)")
+    p.add_argument(
+        "--requirements",
+        default=str(REQUIREMENTS),
+        help="pinned requirements (default requirements/lambda.txt)",
+    )
     p.add_argument("--python", default=None, help="python3.12 interpreter used to compile .pyc")
-    p.add_argument("--no-compile", action="store_true", help="ship no .pyc (for measuring; slower cold starts)")
+    p.add_argument(
+        "--no-compile", action="store_true", help="ship no .pyc (for measuring; slower cold starts)"
+    )
     p.add_argument("--no-strip", action="store_true", help="keep debug symbols of shared libraries")
-    p.add_argument("--bundle", default=str(REPO / DEFAULT_BUNDLE),
-                   help=f"model bundle shipped as {DEFAULT_BUNDLE}/ (default: the repo's)")
-    p.add_argument("--no-bundle", action="store_true", help=f"do not ship {DEFAULT_BUNDLE}/ (ModelUri must be s3://)")
+    p.add_argument(
+        "--bundle",
+        default=str(REPO / DEFAULT_BUNDLE),
+        help=f"model bundle shipped as {DEFAULT_BUNDLE}/ (default: the repo's)",
+    )
+    p.add_argument(
+        "--no-bundle", action="store_true", help=f"do not ship {DEFAULT_BUNDLE}/ (ModelUri must be s3://)"
+    )
     args = p.parse_args(argv)
     try:
         return build(args)

@@ -1,4 +1,5 @@
 """Shared fixtures: a moto server over HTTP (real boto3 calls), event fixtures, the default bundle."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.local.emulator import MotoServer
+from model import DEFAULT_SCHEMA_PATH
+from sam.local.emulator import MotoServer
 
 EVENTS_DIR = Path(__file__).parent / "events"
 REPO = Path(__file__).resolve().parent.parent
@@ -46,20 +48,22 @@ def tiny_booster():
     import numpy as np
     import xgboost as xgb
 
-    from model.schema import FeatureSchema
+    from consumers.core.schema import FeatureSchema
 
-    schema = FeatureSchema.load()
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
     rng = np.random.default_rng(0)
     x = rng.random((400, len(schema)), dtype=np.float32)
     y = (x[:, 0] + rng.random(400) > 1.0).astype(np.float32)
     dm = xgb.DMatrix(x, label=y, feature_names=schema.names)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "seed": 0}, dm, num_boost_round=5)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "seed": 0}, dm, num_boost_round=5
+    )
     return booster
 
 
 @pytest.fixture
 def scorer(tiny_booster):
-    from consumers.scoring import BoosterScorer
-    from model.schema import FeatureSchema
+    from consumers.core.schema import FeatureSchema
+    from consumers.core.scoring import BoosterScorer
 
-    return BoosterScorer(tiny_booster, FeatureSchema.load(), "test-version")
+    return BoosterScorer(tiny_booster, FeatureSchema.load(DEFAULT_SCHEMA_PATH), "test-version")

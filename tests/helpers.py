@@ -1,15 +1,20 @@
 """Test helpers: in-memory sink/quarantine for the pure core (integration tests use moto over HTTP),
 and builders of AWS-shaped Kinesis events."""
+
 from __future__ import annotations
 
-from typing import Sequence
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 
-from consumers.events import kinesis_event, kinesis_record, sequence_number
-from consumers.retry import Deadline
-from consumers.sink import ScoreRows
-from consumers.types import Rejected
+from consumers.core.ports import ScoreRows
+from consumers.core.retry import Deadline
+from consumers.core.types import Rejected
+from sam.local.events import kinesis_event, kinesis_record, sequence_number
 
 
 class MemorySink:
@@ -41,11 +46,42 @@ class MemoryQuarantine:
         return []
 
 
-def event_of(payloads: Sequence[bytes | dict], *, shard_id: str = "shardId-000000000000", start: int = 0,
-             partition_key: str = "pk") -> dict:
+def event_of(
+    payloads: Sequence[bytes | dict],
+    *,
+    shard_id: str = "shardId-000000000000",
+    start: int = 0,
+    partition_key: str = "pk",
+) -> dict:
     """A Kinesis event whose records carry these payloads (dicts are JSON-encoded) in order."""
     return kinesis_event(
-        kinesis_record(p if isinstance(p, bytes) else orjson.dumps(p), sequence_number=sequence_number(start + i),
-                       partition_key=partition_key, shard_id=shard_id, arrival=1_763_805_600.0 + i)
+        kinesis_record(
+            p if isinstance(p, bytes) else orjson.dumps(p),
+            sequence_number=sequence_number(start + i),
+            partition_key=partition_key,
+            shard_id=shard_id,
+            arrival=1_763_805_600.0 + i,
+        )
         for i, p in enumerate(payloads)
+    )
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def lambda_init(
+    env_overrides: dict[str, str], module: str = "consumers.handler"
+) -> subprocess.CompletedProcess[str]:
+    """Import an entry point the way Lambda's init phase does (``AWS_LAMBDA_FUNCTION_NAME`` set, so the runtime
+    is built at import) in a fresh interpreter, without the scoring variables of this process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SCORES_TABLE", "DLQ_URL", "MODEL_URI")}
+    env["AWS_LAMBDA_FUNCTION_NAME"] = "scoring"
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )

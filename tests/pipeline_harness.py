@@ -1,9 +1,9 @@
 """One end-to-end run of the local pipeline under a fault, and the checks of its outcome (tests/faults/).
 
-producer (``consumers.local.run.Producer``: valid events, malformed payloads with their expected reason, a share
+producer (``sam.local.run.Producer``: valid events, malformed payloads with their expected reason, a share
 in KPL aggregates) -> Kinesis -> the local event-source mapping (``consumers.poller``, settings of
 sam/template.yaml) -> the real ``consumers.handler`` -> DynamoDB / the dead-letter queue, all on moto server, with
-``consumers.local.faultproxy.FaultProxy`` between every product client (producer, poller, handler) and moto.
+``sam.local.faultproxy.FaultProxy`` between every product client (producer, poller, handler) and moto.
 The harness's own clients (set-up, DLQ drain, read-back) talk to moto directly: a fault never hits the checks.
 
 ``run_pipeline`` switches the fault on (``inject``), publishes while the poller consumes, waits (conditions
@@ -18,26 +18,27 @@ the fault cleared, and ``problems`` (empty when every check passed):
 - each malformed record has a dead-letter message carrying the expected reason and its position (a message
   may repeat after a re-delivery: at least once), and no message is about anything else;
 - the poller never skipped a published sequence number and never re-ordered a partition key
-  (``consumers.local.soak.DeliveryLog``); nothing was given up on (no on-failure message).
+  (``sam.local.soak.DeliveryLog``); nothing was given up on (no on-failure message).
 """
+
 from __future__ import annotations
 
 import importlib
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from consumers.local.faultproxy import FaultProxy, HandlerFaults
-from consumers.local.soak import DeliveryLog
+from sam.local.faultproxy import FaultProxy, HandlerFaults
+from sam.local.soak import DeliveryLog
 from tests.conftest import REPO
 
 TEMPLATE = REPO / "sam" / "template.yaml"
@@ -54,6 +55,7 @@ def proxy_fault(name: str, **params: Any) -> Inject:
     def inject(proxy: FaultProxy, hf: HandlerFaults) -> Callable[[], float | None]:
         proxy.set(name, **params)
         return lambda: proxy.plan.ended_at(name)
+
     inject.__name__ = name
     return inject
 
@@ -62,6 +64,7 @@ def handler_fault(mode: str, **params: Any) -> Inject:
     def inject(proxy: FaultProxy, hf: HandlerFaults) -> Callable[[], float | None]:
         getattr(hf, mode)(**params)
         return lambda: hf.ended
+
     inject.__name__ = f"handler_{mode}"
     return inject
 
@@ -73,7 +76,9 @@ def together(*injects: Inject) -> Inject:
         def ended() -> float | None:
             times = [e() for e in ends]
             return None if any(t is None for t in times) else max(times)  # type: ignore[type-var]
+
         return ended
+
     return inject
 
 
@@ -86,23 +91,26 @@ def no_fault(proxy: FaultProxy, hf: HandlerFaults) -> Callable[[], float | None]
 def _template() -> tuple[dict[str, str], Any]:
     """The function's environment (without the resources the run creates) and the event-source settings, as
     sam/template.yaml declares them (parsed once: ~0.4 s)."""
-    from consumers.poller import EventSourceSettings, ResourceRef
+    from sam.local.poller import EventSourceSettings, ResourceRef
 
-    env = {k: v for k, v in EventSourceSettings.function_environment(TEMPLATE).items()
-           if not isinstance(v, ResourceRef)}
+    env = {
+        k: v
+        for k, v in EventSourceSettings.function_environment(TEMPLATE).items()
+        if not isinstance(v, ResourceRef)
+    }
     return env, EventSourceSettings.from_template(TEMPLATE)
 
 
 @lru_cache(maxsize=1)
 def _bundle() -> Any:
-    from model.bundle import load_bundle
+    from consumers.core.bundle import load_bundle
 
     return load_bundle(str(BUNDLE))
 
 
 def expected_scores(events: list[dict[str, Any]]) -> dict[str, float]:
     """event_id -> the float32 score the default bundle's booster gives the event's features."""
-    from consumers.features import Vectorizer
+    from consumers.core.features import Vectorizer
 
     bundle = _bundle()
     vec = Vectorizer(bundle.schema)(events)
@@ -114,8 +122,8 @@ def expected_scores(events: list[dict[str, Any]]) -> dict[str, float]:
 
 def regenerate(n: int, seed: int) -> list[dict[str, Any]]:
     """The events ``run.Producer`` generated (same chunks, same seed)."""
-    from consumers.local.run import CHUNK
     from model.synthetic import generate_events
+    from sam.local.run import CHUNK
 
     out: list[dict[str, Any]] = []
     for start in range(0, n, CHUNK):
@@ -155,17 +163,30 @@ class Outcome:
         return sum(v["items"] for v in self.injected.values())
 
     def row(self) -> dict[str, str]:
-        inj = f"{self.injected_requests} req" + (f" / {self.injected_items} items" if self.injected_items else "")
+        inj = f"{self.injected_requests} req" + (
+            f" / {self.injected_items} items" if self.injected_items else ""
+        )
         if self.handler_faults:
             inj = f"{self.handler_faults} invocations"
-        drain = ("-" if self.drain_s is None else f"{self.drain_s:.2f} s"
-                 + ("" if self.cleared_before_done else " (done while on)"))
+        drain = (
+            "-"
+            if self.drain_s is None
+            else f"{self.drain_s:.2f} s" + ("" if self.cleared_before_done else " (done while on)")
+        )
         return {
-            "fault": self.name, "writer": self.writer, "produced": f"{self.produced:,}",
-            "scored": f"{self.scored:,}", "quarantined": f"{self.quarantined:,}",
-            "injected": inj, "retried (bIF)": f"{self.retried:,}", "fn errors": f"{self.function_errors:,}",
-            "poller retries": f"{self.poller_retries:,}", "read retries": f"{self.read_retries:,}",
-            "redelivered": f"{self.redeliveries:,}", "drain": drain, "wall": f"{self.wall_s:.1f} s",
+            "fault": self.name,
+            "writer": self.writer,
+            "produced": f"{self.produced:,}",
+            "scored": f"{self.scored:,}",
+            "quarantined": f"{self.quarantined:,}",
+            "injected": inj,
+            "retried (bIF)": f"{self.retried:,}",
+            "fn errors": f"{self.function_errors:,}",
+            "poller retries": f"{self.poller_retries:,}",
+            "read retries": f"{self.read_retries:,}",
+            "redelivered": f"{self.redeliveries:,}",
+            "drain": drain,
+            "wall": f"{self.wall_s:.1f} s",
             "ok": "yes" if not self.problems else f"NO ({len(self.problems)})",
         }
 
@@ -177,8 +198,15 @@ def format_table(outcomes: list[Outcome]) -> str:
     cols = list(rows[0])
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     lines = ["  ".join(f"{c:<{widths[c]}}" for c in cols)]
-    lines += ["  ".join(f"{r[c]:<{widths[c]}}" if c in ("fault", "writer", "injected", "drain", "ok")
-                        else f"{r[c]:>{widths[c]}}" for c in cols) for r in rows]
+    lines += [
+        "  ".join(
+            f"{r[c]:<{widths[c]}}"
+            if c in ("fault", "writer", "injected", "drain", "ok")
+            else f"{r[c]:>{widths[c]}}"
+            for c in cols
+        )
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -196,11 +224,23 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, events: int = 800, shards: int = 2,
-                 seed: int = 0, malformed_fraction: float = 0.03, aggregate_fraction: float = 0.4,
-                 rate: float | None = 1500.0, clear_at: float | None = 0.5,
-                 settings: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                 timeout_s: float = 60.0) -> Outcome:
+def run_pipeline(
+    moto: Any,
+    proxy: FaultProxy,
+    *,
+    name: str,
+    inject: Inject,
+    events: int = 800,
+    shards: int = 2,
+    seed: int = 0,
+    malformed_fraction: float = 0.03,
+    aggregate_fraction: float = 0.4,
+    rate: float | None = 1500.0,
+    clear_at: float | None = 0.5,
+    settings: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> Outcome:
     """One run (see the module docstring). ``rate``: records per second published (the run then spans several
     batching windows); ``clear_at``: the harness switches every fault off once this share of the records has
     an outcome (faults with their own ``seconds``/``count`` may end earlier); ``settings``: event-source
@@ -208,16 +248,20 @@ def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, eve
     import boto3
     from botocore.config import Config
 
-    from consumers.local.resources import create_queue, create_scores_table, create_stream, drain_queue
-    from consumers.local.run import Producer, Tally, wrap_handler
-    from consumers.poller import Poller
+    from sam.local.poller import Poller
+    from sam.local.resources import create_queue, create_scores_table, create_stream, drain_queue
+    from sam.local.run import Producer, Tally, wrap_handler
 
     moto.reset()
     proxy.clear()
     proxy.plan.reset_stats()
     region = "us-east-1"
-    session = boto3.session.Session(region_name=region, aws_access_key_id="testing",
-                                    aws_secret_access_key="testing", aws_session_token="testing")
+    session = boto3.session.Session(
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+    )
     direct = {s: session.client(s, endpoint_url=moto.endpoint) for s in ("dynamodb", "sqs", "kinesis")}
     create_stream(direct["kinesis"], STREAM, shards)
     create_scores_table(direct["dynamodb"], TABLE)
@@ -225,10 +269,18 @@ def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, eve
     failures_url = create_queue(direct["sqs"], FAILURES)
 
     fn_env, template_settings = _template()
-    handler_env = {**fn_env, **proxy.env(), "SCORES_TABLE": TABLE, "DLQ_URL": dlq_url, "MODEL_URI": str(BUNDLE),
-                   "MODEL_CACHE_DIR": os.path.join(tempfile.gettempdir(), "fault-suite-model-cache"),
-                   "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_TRACE_DISABLED": "true",
-                   "POWERTOOLS_LOG_LEVEL": "ERROR", **(env or {})}
+    handler_env = {
+        **fn_env,
+        **proxy.env(),
+        "SCORES_TABLE": TABLE,
+        "DLQ_URL": dlq_url,
+        "MODEL_URI": str(BUNDLE),
+        "MODEL_CACHE_DIR": os.path.join(tempfile.gettempdir(), "fault-suite-model-cache"),
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+        **(env or {}),
+    }
     writer = handler_env.get("SCORES_WRITER", "lean (default)")
     out = Outcome(name=name, writer=writer)
     # The template's settings, except the batching window: with it each run would wait for windows of 1 s;
@@ -236,21 +288,47 @@ def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, eve
     st = replace(template_settings, **{"maximum_batching_window_s": 0, **(settings or {})})
 
     with _environ(handler_env):
-        sys.modules.pop("consumers.handler", None)
         handler = importlib.import_module("consumers.handler")
-        reader = session.client("kinesis", endpoint_url=proxy.endpoint,
-                                config=Config(retries={"total_max_attempts": 1}, max_pool_connections=shards * 2 + 4,
-                                              connect_timeout=3, read_timeout=10))
-        writer_client = session.client("kinesis", endpoint_url=proxy.endpoint,
-                                       config=Config(retries={"mode": "standard"}, connect_timeout=3, read_timeout=10))
+        handler.RUNTIME.reset()
+        reader = session.client(
+            "kinesis",
+            endpoint_url=proxy.endpoint,
+            config=Config(
+                retries={"total_max_attempts": 1},
+                max_pool_connections=shards * 2 + 4,
+                connect_timeout=3,
+                read_timeout=10,
+            ),
+        )
+        writer_client = session.client(
+            "kinesis",
+            endpoint_url=proxy.endpoint,
+            config=Config(retries={"mode": "standard"}, connect_timeout=3, read_timeout=10),
+        )
         tally = Tally()
         hf = HandlerFaults(wrap_handler(handler, tally), seed=seed)
         deliveries = DeliveryLog(hf)
-        poller = Poller(reader, STREAM, deliveries, st, sqs_client=direct["sqs"], on_failure_queue_url=failures_url,
-                        poll_interval_s=0.05, discovery_interval_s=1.0)
+        poller = Poller(
+            reader,
+            STREAM,
+            deliveries,
+            st,
+            sqs_client=direct["sqs"],
+            on_failure_queue_url=failures_url,
+            poll_interval_s=0.05,
+            discovery_interval_s=1.0,
+        )
         stop = threading.Event()
-        producer = Producer(writer_client, STREAM, events, seed=seed, malformed_fraction=malformed_fraction,
-                            aggregate_fraction=aggregate_fraction, rate=rate, stop=stop)
+        producer = Producer(
+            writer_client,
+            STREAM,
+            events,
+            seed=seed,
+            malformed_fraction=malformed_fraction,
+            aggregate_fraction=aggregate_fraction,
+            rate=rate,
+            stop=stop,
+        )
         thread = threading.Thread(target=producer.run, name="producer", daemon=True)
         t_all: float | None = None
         try:
@@ -272,14 +350,20 @@ def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, eve
                 if poller.error is not None:
                     out.problems.append(f"poller failed: {poller.error!r}")
                     break
-                if t_all is None and not thread.is_alive() and tally.outcomes_for(exp.position) >= exp.produced:
+                if (
+                    t_all is None
+                    and not thread.is_alive()
+                    and tally.outcomes_for(exp.position) >= exp.produced
+                ):
                     t_all = now
                 if t_all is not None and poller.drained():
                     break
                 if now > deadline:
                     s, q, r = tally.counts()
-                    out.problems.append(f"not drained within {timeout_s:.0f} s: produced {exp.produced}, scored "
-                                        f"{s}, quarantined {q}, retried {r}, faults {proxy.stats()}")
+                    out.problems.append(
+                        f"not drained within {timeout_s:.0f} s: produced {exp.produced}, scored "
+                        f"{s}, quarantined {q}, retried {r}, faults {proxy.stats()}"
+                    )
                     break
                 time.sleep(POLL_S)
             end = ended()
@@ -293,10 +377,7 @@ def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, eve
             stop.set()
             poller.stop()
             thread.join(30)
-            executor = getattr(handler.RUNTIME.sink, "executor", None)
-            if executor is not None:
-                executor.shutdown(wait=False)
-            sys.modules.pop("consumers.handler", None)
+            handler.RUNTIME.reset()
         # A few dozen messages: read at the end (moto's ReceiveMessage is O(queue length) per message).
         bodies = [json.loads(m["Body"]) for m in drain_queue(direct["sqs"], dlq_url)]
 
@@ -312,8 +393,18 @@ def run_pipeline(moto: Any, proxy: FaultProxy, *, name: str, inject: Inject, eve
     out.read_retries = stats["read_throttles"] + stats["read_errors"]
     out.handler_faults = hf.crashes + hf.timeouts
     out.redeliveries = deliveries.redeliveries
-    check(out, exp, producer, seed, events, direct, bodies, drain_queue(direct["sqs"], failures_url), stats,
-          deliveries)
+    check(
+        out,
+        exp,
+        producer,
+        seed,
+        events,
+        direct,
+        bodies,
+        drain_queue(direct["sqs"], failures_url),
+        stats,
+        deliveries,
+    )
     return out
 
 
@@ -321,8 +412,10 @@ def scan_items(ddb: Any) -> list[dict[str, Any]]:
     """Every item of the scores table, with the attributes the checks need (moto serializes a projection
     several times faster than whole items)."""
     items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": TABLE, "ProjectionExpression":
-                              "event_id, score, model_version, shard_id, sequence_number, sub_sequence_number"}
+    kwargs: dict[str, Any] = {
+        "TableName": TABLE,
+        "ProjectionExpression": "event_id, score, model_version, shard_id, sequence_number, sub_sequence_number",
+    }
     while True:
         page = ddb.scan(**kwargs)
         items.extend(page["Items"])
@@ -331,9 +424,18 @@ def scan_items(ddb: Any) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def check(out: Outcome, exp: Any, producer: Any, seed: int, n: int, direct: dict[str, Any],
-          bodies: list[dict[str, Any]], failure_messages: list[Any], stats: dict[str, Any],
-          deliveries: DeliveryLog) -> None:
+def check(
+    out: Outcome,
+    exp: Any,
+    producer: Any,
+    seed: int,
+    n: int,
+    direct: dict[str, Any],
+    bodies: list[dict[str, Any]],
+    failure_messages: list[Any],
+    stats: dict[str, Any],
+    deliveries: DeliveryLog,
+) -> None:
     p = out.problems
     if producer.error is not None:
         p.append(f"producer: {producer.error!r}")
@@ -369,8 +471,10 @@ def check(out: Outcome, exp: Any, producer: Any, seed: int, n: int, direct: dict
         elif it["model_version"]["S"] != version:
             wrong.append(f"{eid}: model_version {it['model_version']['S']}")
         elif (it["shard_id"]["S"], it["sequence_number"]["S"], got_sub) != (shard, seq, sub):
-            wrong.append(f"{eid}: at {(it['shard_id']['S'], it['sequence_number']['S'], got_sub)}, "
-                         f"published at {(shard, seq, sub)}")
+            wrong.append(
+                f"{eid}: at {(it['shard_id']['S'], it['sequence_number']['S'], got_sub)}, "
+                f"published at {(shard, seq, sub)}"
+            )
     if wrong:
         p.append(f"{len(wrong)} items wrong: {wrong[:3]}")
     out.scored = len(set(ids) & set(valid))
@@ -400,7 +504,9 @@ def check(out: Outcome, exp: Any, producer: Any, seed: int, n: int, direct: dict
     out.dlq_messages = len(bodies)
 
     if failure_messages or stats["on_failure_records"]:
-        p.append(f"{stats['on_failure_records']} records given up on ({len(failure_messages)} on-failure messages)")
+        p.append(
+            f"{stats['on_failure_records']} records given up on ({len(failure_messages)} on-failure messages)"
+        )
     p.extend(deliveries.problems((s, q) for (s, q, _sub) in exp.position))
     if out.scored + out.quarantined != out.produced:
         p.append(f"produced {out.produced} != scored {out.scored} + quarantined {out.quarantined}")
@@ -423,8 +529,9 @@ class Scenario:
     make: Callable[[], Inject]
     kwargs: dict[str, Any] = field(default_factory=dict)
     writers: tuple[str | None, ...] = (None,)  # SCORES_WRITER values; None: the handler's default
-    expect: Callable[[Outcome], list[str]] = lambda o: [] if o.injected_requests or o.handler_faults else [
-        "the fault was never injected"]
+    expect: Callable[[Outcome], list[str]] = lambda o: (
+        [] if o.injected_requests or o.handler_faults else ["the fault was never injected"]
+    )
 
     def runs(self) -> list[tuple[str, str | None]]:
         return [(self.name, w) for w in self.writers]
@@ -438,6 +545,7 @@ def _need(**minimums: int) -> Callable[[Outcome], list[str]]:
             if value < least:
                 out.append(f"{attr} = {value}, expected >= {least}: the fault did not take its path")
         return out
+
     return expect
 
 
@@ -449,45 +557,92 @@ SCENARIOS: list[Scenario] = [
     Scenario("baseline (no fault)", lambda: no_fault, expect=lambda o: []),
     Scenario("ddb_throttle p=0.5", lambda: proxy_fault("ddb_throttle", p=0.5, seconds=ON), writers=BOTH),
     Scenario("ddb_throttling p=0.5", lambda: proxy_fault("ddb_throttling", p=0.5, seconds=ON), writers=BOTH),
-    Scenario("ddb_unprocessed p=0.6 share=0.5", lambda: proxy_fault("ddb_unprocessed", p=0.6, share=0.5, seconds=ON),
-             writers=BOTH, expect=_need(injected_items=1)),
-    Scenario("ddb_5xx p=0.5 (500)", lambda: proxy_fault("ddb_5xx", p=0.5, status=500, seconds=ON), writers=BOTH),
-    Scenario("ddb_5xx p=0.5 (503 after the write)",
-             lambda: proxy_fault("ddb_5xx", p=0.5, status=503, when="after", seconds=ON), writers=BOTH),
-    Scenario("ddb_reset p=0.5 (after the write)", lambda: proxy_fault("ddb_reset", p=0.5, when="after", seconds=ON),
-             writers=BOTH),
+    Scenario(
+        "ddb_unprocessed p=0.6 share=0.5",
+        lambda: proxy_fault("ddb_unprocessed", p=0.6, share=0.5, seconds=ON),
+        writers=BOTH,
+        expect=_need(injected_items=1),
+    ),
+    Scenario(
+        "ddb_5xx p=0.5 (500)", lambda: proxy_fault("ddb_5xx", p=0.5, status=500, seconds=ON), writers=BOTH
+    ),
+    Scenario(
+        "ddb_5xx p=0.5 (503 after the write)",
+        lambda: proxy_fault("ddb_5xx", p=0.5, status=503, when="after", seconds=ON),
+        writers=BOTH,
+    ),
+    Scenario(
+        "ddb_reset p=0.5 (after the write)",
+        lambda: proxy_fault("ddb_reset", p=0.5, when="after", seconds=ON),
+        writers=BOTH,
+    ),
     Scenario("ddb_crc p=0.5", lambda: proxy_fault("ddb_crc", p=0.5, seconds=ON), writers=BOTH),
-    Scenario("ddb_outage 2 s (503), Timeout 3 s", lambda: proxy_fault("ddb_outage", seconds=2.0),
-             {**SHORT_TIMEOUT, "clear_at": None}, writers=BOTH, expect=_need(retried=1)),
-    Scenario("ddb_outage 1.5 s (resets)", lambda: proxy_fault("ddb_outage", seconds=1.5, mode="reset"),
-             {"clear_at": None}, writers=BOTH),
-    Scenario("sqs_failed_entries share=0.5 x3", lambda: proxy_fault("sqs_failed_entries", share=0.5, count=3),
-             expect=_need(injected_items=1)),
+    Scenario(
+        "ddb_outage 2 s (503), Timeout 3 s",
+        lambda: proxy_fault("ddb_outage", seconds=2.0),
+        {**SHORT_TIMEOUT, "clear_at": None},
+        writers=BOTH,
+        expect=_need(retried=1),
+    ),
+    Scenario(
+        "ddb_outage 1.5 s (resets)",
+        lambda: proxy_fault("ddb_outage", seconds=1.5, mode="reset"),
+        {"clear_at": None},
+        writers=BOTH,
+    ),
+    Scenario(
+        "sqs_failed_entries share=0.5 x3",
+        lambda: proxy_fault("sqs_failed_entries", share=0.5, count=3),
+        expect=_need(injected_items=1),
+    ),
     Scenario("sqs_error 500 x3", lambda: proxy_fault("sqs_error", count=3)),
-    Scenario("sqs_error RequestThrottled x3", lambda: proxy_fault("sqs_error", count=3, status=400,
-                                                                   code="RequestThrottled")),
+    Scenario(
+        "sqs_error RequestThrottled x3",
+        lambda: proxy_fault("sqs_error", count=3, status=400, code="RequestThrottled"),
+    ),
     Scenario("sqs_reset x3 (after the send)", lambda: proxy_fault("sqs_reset", count=3, when="after")),
-    Scenario("sqs_outage 2 s, Timeout 3 s", lambda: proxy_fault("sqs_outage", seconds=2.0),
-             {**SHORT_TIMEOUT, "clear_at": None}, expect=_need(retried=1)),
-    Scenario("kinesis_read_throttle p=0.5", lambda: proxy_fault("kinesis_read_throttle", p=0.5, seconds=ON),
-             expect=_need(read_retries=1)),
-    Scenario("kinesis GetRecords 5xx + resets p=0.3",
-             lambda: together(proxy_fault("kinesis_5xx", p=0.3, seconds=ON), proxy_fault("kinesis_reset", p=0.3,
-                                                                                          seconds=ON)),
-             expect=_need(read_retries=1)),
-    Scenario("handler crash mid-batch (invocations 1, 2, 4)", lambda: handler_fault("crash", at=[1, 2, 4]),
-             {"clear_at": None}, expect=_need(function_errors=3)),
-    Scenario("handler timeout mid-batch (invocation 1), Timeout 1 s", lambda: handler_fault("timeout", at=[1]),
-             {"settings": {"function_timeout_s": 1}, "env": {"TIME_RESERVE_MS": "300"}, "clear_at": None},
-             expect=_need(function_errors=1)),
-    Scenario("every service: 5xx + resets p=0.1",
-             lambda: together(proxy_fault("http_5xx", p=0.1, seconds=ON), proxy_fault("http_reset", p=0.1,
-                                                                                      seconds=ON))),
+    Scenario(
+        "sqs_outage 2 s, Timeout 3 s",
+        lambda: proxy_fault("sqs_outage", seconds=2.0),
+        {**SHORT_TIMEOUT, "clear_at": None},
+        expect=_need(retried=1),
+    ),
+    Scenario(
+        "kinesis_read_throttle p=0.5",
+        lambda: proxy_fault("kinesis_read_throttle", p=0.5, seconds=ON),
+        expect=_need(read_retries=1),
+    ),
+    Scenario(
+        "kinesis GetRecords 5xx + resets p=0.3",
+        lambda: together(
+            proxy_fault("kinesis_5xx", p=0.3, seconds=ON), proxy_fault("kinesis_reset", p=0.3, seconds=ON)
+        ),
+        expect=_need(read_retries=1),
+    ),
+    Scenario(
+        "handler crash mid-batch (invocations 1, 2, 4)",
+        lambda: handler_fault("crash", at=[1, 2, 4]),
+        {"clear_at": None},
+        expect=_need(function_errors=3),
+    ),
+    Scenario(
+        "handler timeout mid-batch (invocation 1), Timeout 1 s",
+        lambda: handler_fault("timeout", at=[1]),
+        {"settings": {"function_timeout_s": 1}, "env": {"TIME_RESERVE_MS": "300"}, "clear_at": None},
+        expect=_need(function_errors=1),
+    ),
+    Scenario(
+        "every service: 5xx + resets p=0.1",
+        lambda: together(
+            proxy_fault("http_5xx", p=0.1, seconds=ON), proxy_fault("http_reset", p=0.1, seconds=ON)
+        ),
+    ),
 ]
 
 
-def run_scenario(moto: Any, proxy: FaultProxy, scenario: Scenario, writer: str | None = None,
-                 **overrides: Any) -> Outcome:
+def run_scenario(
+    moto: Any, proxy: FaultProxy, scenario: Scenario, writer: str | None = None, **overrides: Any
+) -> Outcome:
     kwargs = {**scenario.kwargs, **overrides}
     env = dict(kwargs.pop("env", None) or {})
     if writer is not None:

@@ -1,5 +1,6 @@
 """Smoke run of the benchmarks on tiny sizes: every script runs, writes its JSON, and the report renders.
 No timing assertions (timings belong to `make bench`, not to `make test`)."""
+
 from __future__ import annotations
 
 import json
@@ -11,19 +12,55 @@ from tests.conftest import REPO
 
 
 def run(module: str, *args: str, env: dict | None = None, timeout: float = 25) -> None:
-    subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, check=True, timeout=timeout,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        check=True,
+        timeout=timeout,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 def test_benchmarks_run_on_tiny_sizes_and_report(tmp_path):
     # GIVEN a results directory of its own
     env = {**os.environ, "BENCH_RESULTS": str(tmp_path)}
     # WHEN the write-path, stage and comparison benchmarks run on tiny sizes, then the report
-    run("benchmarks.write_path", "--requests", "8", "--repeat", "1", "--skip-latency",
-        "--out", str(tmp_path / "write_path.json"), env=env)
-    run("benchmarks.stages", "--records", "50", "--repeat", "1", "--out", str(tmp_path / "stages.json"), env=env)
-    run("benchmarks.compare", "--quick", "--sizes", "2", "--targets", "instant", "--variants", "naive,per_record,handler",
-        "--out", str(tmp_path / "compare.json"), env=env)
+    run(
+        "benchmarks.write_path",
+        "--requests",
+        "8",
+        "--repeat",
+        "1",
+        "--skip-latency",
+        "--out",
+        str(tmp_path / "write_path.json"),
+        env=env,
+    )
+    run(
+        "benchmarks.stages",
+        "--records",
+        "50",
+        "--repeat",
+        "1",
+        "--out",
+        str(tmp_path / "stages.json"),
+        env=env,
+    )
+    run(
+        "benchmarks.compare",
+        "--quick",
+        "--sizes",
+        "2",
+        "--targets",
+        "instant",
+        "--variants",
+        "naive,per_record,handler",
+        "--out",
+        str(tmp_path / "compare.json"),
+        env=env,
+    )
     run("benchmarks.report", env=env)
     # THEN each wrote what the report needs, and the report has its tables and plots
     write = json.loads((tmp_path / "write_path.json").read_text())
@@ -31,8 +68,10 @@ def test_benchmarks_run_on_tiny_sizes_and_report(tmp_path):
     assert write["botocore_profile"]["share"]
     compare = json.loads((tmp_path / "compare.json").read_text())
     assert {r["variant"] for r in compare["rows"]} == {"naive", "per_record", "handler"}
-    assert all(r["records_per_s_cpu"] > 0 and set(r["cpu_ms_by_stage_per_batch"]) >= {"decode", "write"}
-               for r in compare["rows"])
+    assert all(
+        r["records_per_s_cpu"] > 0 and set(r["cpu_ms_by_stage_per_batch"]) >= {"decode", "write"}
+        for r in compare["rows"]
+    )
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Targets" in report and "## Write path" in report and "## By batch size" in report
     assert (tmp_path / "records_per_cpu_s.png").stat().st_size > 0

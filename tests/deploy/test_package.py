@@ -7,6 +7,7 @@ Lambda does with ``/var/task``: the handler imports, cold-starts against a moto 
 test creates), and scores an AWS-shaped Kinesis event. ``-B`` is not used, and the run must leave no new
 .pyc behind: every module it imported was already compiled (Lambda's /var/task is read-only).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from consumers.events import kinesis_event, kinesis_record, sequence_number
-from consumers.limits import LAMBDA_UNZIPPED_PACKAGE_BYTES
-from model.schema import DEFAULT_SCHEMA_PATH, FeatureSchema
+from consumers.core.limits import LAMBDA_UNZIPPED_PACKAGE_BYTES
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH
 from model.synthetic import generate_events
+from sam.local.events import kinesis_event, kinesis_record, sequence_number
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,8 +48,13 @@ def lambda_package(tmp_path_factory) -> Path:
     except package.BuildError as exc:
         pytest.skip(str(exc))
     out = tmp_path_factory.mktemp("package") / "lambda"
-    proc = subprocess.run([sys.executable, str(REPO / "sam" / "package.py"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=1200, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sam" / "package.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, f"package build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "unzipped total:" in proc.stdout
     return out
@@ -64,14 +71,16 @@ def test_package_is_under_lambdas_unzipped_limit(lambda_package):
 
 def test_package_contents(lambda_package):
     root = lambda_package
-    # the handler and what it imports, not the local tools
-    for name, path in package.project_closure().items():
-        assert (root / path.relative_to(REPO)).is_file(), name
-    assert (root / "consumers" / "handler.py").is_file()
-    assert not (root / "consumers" / "local").exists()
-    assert not (root / "consumers" / "poller.py").exists()
-    assert not (root / "model" / "train.py").exists()
-    assert (root / "model" / "features.json").is_file()
+    # the directory decides: every source file under consumers/ ships, and no other code of the repository
+    shipped = {p.relative_to(REPO) for p in (REPO / "consumers").rglob("*.py") if "__pycache__" not in p.parts}
+    ours = {p.relative_to(root) for top in ("consumers", "model", "producer", "sam", "tests", "benchmarks")
+            for p in (root / top).rglob("*.py") if (root / top).exists()}
+    assert ours == shipped, f"missing: {sorted(map(str, shipped - ours))}, extra: {sorted(map(str, ours - shipped))}"
+    assert not (root / "sam").exists() and not (root / "producer").exists()
+    assert not list((root / "model").glob("*.py")), "training and synthetic data stay out of the zip"
+    # every entry point the template names is in it, and the model bundle (data) beside it
+    for module in package.handler_modules():
+        assert (root / Path(*module.split("."))).with_suffix(".py").is_file(), module
     assert (root / "model" / "bundles" / "default" / "model.ubj").is_file()
     # the CPU build of xgboost only, and no test suites, scripts or other interpreters' caches
     dists = {p.name.split("-")[0].lower() for p in root.glob("*.dist-info")}
@@ -84,7 +93,9 @@ def test_package_contents(lambda_package):
     for src in sources:
         pyc = src.parent / "__pycache__" / f"{src.stem}.cpython-312.pyc"
         assert pyc.is_file(), src.relative_to(root)
-    flags = int.from_bytes((root / "consumers" / "__pycache__" / "handler.cpython-312.pyc").read_bytes()[4:8], "little")
+    flags = int.from_bytes(
+        (root / "consumers" / "__pycache__" / "handler.cpython-312.pyc").read_bytes()[4:8], "little"
+    )
     assert flags == 0b01
     # world-readable: Lambda runs the code as another user
     assert all(p.stat().st_mode & stat.S_IROTH for p in root.rglob("*") if p.is_file())
@@ -125,31 +136,53 @@ def test_handler_scores_a_batch_from_the_package_alone(lambda_package, aws, tmp_
 
     session = boto3.session.Session(region_name=aws.env()["AWS_REGION"])
     ddb, sqs = session.client("dynamodb"), session.client("sqs")
-    ddb.create_table(TableName="scores", BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}])
+    ddb.create_table(
+        TableName="scores",
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
+    )
     dlq_url = sqs.create_queue(QueueName="quarantine")["QueueUrl"]
 
     # GIVEN an AWS-shaped Kinesis event: 50 valid events and one record that is not JSON
     schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
     events = generate_events(schema, 50, seed=7)
-    records = [kinesis_record(json.dumps(e).encode(), sequence_number=sequence_number(i), partition_key=str(i))
-               for i, e in enumerate(events)]
-    records.append(kinesis_record(b"\x00not json", sequence_number=sequence_number(len(events)), partition_key="x"))
+    records = [
+        kinesis_record(json.dumps(e).encode(), sequence_number=sequence_number(i), partition_key=str(i))
+        for i, e in enumerate(events)
+    ]
+    records.append(
+        kinesis_record(b"\x00not json", sequence_number=sequence_number(len(events)), partition_key="x")
+    )
     event_path = tmp_path / "event.json"
     event_path.write_text(json.dumps(kinesis_event(records)))
     out_path = tmp_path / "result.json"
 
     # WHEN a fresh python3.12 imports the handler from the package directory and invokes it
-    env = {**aws.env(), "SCORES_TABLE": "scores", "DLQ_URL": dlq_url, "MODEL_URI": "model/bundles/default",
-           "MODEL_CACHE_DIR": str(tmp_path / "model-cache"), "POWERTOOLS_SERVICE_NAME": "event-scoring",
-           "POWERTOOLS_METRICS_NAMESPACE": "EventScoring", "POWERTOOLS_LOG_LEVEL": "WARNING",
-           "POWERTOOLS_TRACE_DISABLED": "true", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-           "LANG": "C.UTF-8"}
+    env = {
+        **aws.env(),
+        "SCORES_TABLE": "scores",
+        "DLQ_URL": dlq_url,
+        "MODEL_URI": "model/bundles/default",
+        "MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
+        "POWERTOOLS_SERVICE_NAME": "event-scoring",
+        "POWERTOOLS_METRICS_NAMESPACE": "EventScoring",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+    }
     python = package.find_python312(None)
     before = {p for p in lambda_package.rglob("*.pyc")}
-    proc = subprocess.run([python, "-I", "-S", "-c", SCORE_SCRIPT, str(lambda_package), str(event_path),
-                           str(out_path)], cwd=lambda_package, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [python, "-I", "-S", "-c", SCORE_SCRIPT, str(lambda_package), str(event_path), str(out_path)],
+        cwd=lambda_package,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out_path.read_text())
 

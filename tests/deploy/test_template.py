@@ -11,20 +11,22 @@ compares with what that function's role grants. Actions Lambda itself needs on t
 (event-source mapping, on-failure destinations, logs, traces, KMS) are listed below, each with the page that
 requires it; anything else granted fails the test.
 """
+
 from __future__ import annotations
 
 import ast
 import dataclasses
 import importlib.util
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from consumers import limits
-from consumers.config import HTTP_REQUIRED, S3_BATCH_REQUIRED, Settings
-from consumers.errors import ConfigError
+from consumers.core import limits
+from consumers.core.config import HTTP_REQUIRED, S3_BATCH_REQUIRED, Settings
+from consumers.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "sam" / "template.yaml"
@@ -80,14 +82,33 @@ def refs(value: Any) -> set[str]:
     elif isinstance(value, list):
         for inner in value:
             out |= refs(inner)
-    return out - {"AWS::NoValue", "AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::StackName", "AWS::URLSuffix"}
+    return out - {
+        "AWS::NoValue",
+        "AWS::Partition",
+        "AWS::Region",
+        "AWS::AccountId",
+        "AWS::StackName",
+        "AWS::URLSuffix",
+    }
 
 
 # Each function: its handler module (whose import closure is its code), its role and its log group.
 FUNCTIONS = {
-    "ScoringFunction": {"module": "consumers.handler", "role": "ScoringFunctionRole", "logs": "ScoringLogGroup"},
-    "BatchScoringFunction": {"module": "consumers.s3_batch", "role": "BatchFunctionRole", "logs": "BatchLogGroup"},
-    "HttpScoringFunction": {"module": "consumers.http_api", "role": "HttpFunctionRole", "logs": "HttpLogGroup"},
+    "ScoringFunction": {
+        "module": "consumers.handler",
+        "role": "ScoringFunctionRole",
+        "logs": "ScoringLogGroup",
+    },
+    "BatchScoringFunction": {
+        "module": "consumers.s3_handler",
+        "role": "BatchFunctionRole",
+        "logs": "BatchLogGroup",
+    },
+    "HttpScoringFunction": {
+        "module": "consumers.http_handler",
+        "role": "HttpFunctionRole",
+        "logs": "HttpLogGroup",
+    },
 }
 
 
@@ -157,7 +178,8 @@ def test_memory_and_timeout_defaults(template, function):
 
 def test_reserved_concurrency_is_optional(template, function):
     assert function["Properties"]["ReservedConcurrentExecutions"] == {
-        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
     assert template["Parameters"]["ReservedConcurrency"]["Default"] == -1
 
 
@@ -202,7 +224,9 @@ def test_event_source_mapping_settings(template, esm):
     assert esm["ParallelizationFactor"] == 1
     assert esm["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["FailureQueue", "Arn"]}}}
     # a discarded batch can be replayed from the stream only while its records are still there
-    retention_s = default(template, template["Resources"]["EventStream"]["Properties"]["RetentionPeriodHours"]) * 3600
+    retention_s = (
+        default(template, template["Resources"]["EventStream"]["Properties"]["RetentionPeriodHours"]) * 3600
+    )
     assert esm["MaximumRecordAgeInSeconds"] <= retention_s / 2
 
 
@@ -219,9 +243,19 @@ def test_event_source_parameters_allow_only_valid_values(template):
 
 def test_mapping_reads_the_stream_or_the_enhanced_fan_out_consumer(function):
     stream = function["Properties"]["Events"]["Stream"]["Properties"]["Stream"]
-    assert stream == {"Fn::If": ["UseEnhancedFanOut", {"Fn::GetAtt": ["StreamConsumer", "ConsumerARN"]},
-                                 {"Fn::If": ["CreateStream", {"Fn::GetAtt": ["EventStream", "Arn"]},
-                                             {"Ref": "ExistingStreamArn"}]}]}
+    assert stream == {
+        "Fn::If": [
+            "UseEnhancedFanOut",
+            {"Fn::GetAtt": ["StreamConsumer", "ConsumerARN"]},
+            {
+                "Fn::If": [
+                    "CreateStream",
+                    {"Fn::GetAtt": ["EventStream", "Arn"]},
+                    {"Ref": "ExistingStreamArn"},
+                ]
+            },
+        ]
+    }
 
 
 def test_stream_mode_encryption_and_existing_stream(template):
@@ -231,9 +265,13 @@ def test_stream_mode_encryption_and_existing_stream(template):
     props = stream["Properties"]
     assert props["StreamModeDetails"] == {"StreamMode": {"Ref": "StreamMode"}}
     assert set(template["Parameters"]["StreamMode"]["AllowedValues"]) == {"ON_DEMAND", "PROVISIONED"}
-    assert props["ShardCount"] == {"Fn::If": ["CreateProvisionedStream", {"Ref": "ShardCount"}, {"Ref": "AWS::NoValue"}]}
+    assert props["ShardCount"] == {
+        "Fn::If": ["CreateProvisionedStream", {"Ref": "ShardCount"}, {"Ref": "AWS::NoValue"}]
+    }
     assert props["StreamEncryption"]["EncryptionType"] == "KMS"
-    assert props["StreamEncryption"]["KeyId"] == {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, "alias/aws/kinesis"]}
+    assert props["StreamEncryption"]["KeyId"] == {
+        "Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, "alias/aws/kinesis"]
+    }
     consumer = template["Resources"]["StreamConsumer"]
     assert consumer["Type"] == "AWS::Kinesis::StreamConsumer" and consumer["Condition"] == "UseEnhancedFanOut"
     assert template["Parameters"]["EnhancedFanOut"]["Default"] == "false"
@@ -252,8 +290,8 @@ def test_scores_table(template):
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert props["SSESpecification"]["SSEEnabled"] is True and props["SSESpecification"]["SSEType"] == "KMS"
     assert table["DeletionPolicy"] == "Retain" and table["UpdateReplacePolicy"] == "Retain"
-    # the writer's attributes (consumers/sink.py) use the key and ttl names the table declares
-    sink = ast.parse((REPO / "consumers" / "sink.py").read_text())
+    # the writer's attributes (consumers/aws/dynamodb.py) use the key and ttl names the table declares
+    sink = ast.parse((REPO / "consumers" / "aws" / "dynamodb.py").read_text())
     strings = {n.value for n in ast.walk(sink) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert {"event_id", "ttl"} <= strings
 
@@ -273,7 +311,8 @@ def test_model_bucket_or_existing_bucket(template):
     props = bucket["Properties"]
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}  # rollback of an overwritten bundle
     assert props["PublicAccessBlockConfiguration"] == dict.fromkeys(
-        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True)
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
+    )
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert {"ModelBucketName", "ModelPrefix", "ModelUri"} <= set(template["Parameters"])
 
@@ -283,8 +322,14 @@ def test_model_bucket_or_existing_bucket(template):
 
 def test_alarms(template):
     alarms = resources_of(template, "AWS::CloudWatch::Alarm")
-    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"],
-                tuple(sorted(refs(a["Properties"]["Dimensions"])))) for a in alarms.values()}
+    watched = {
+        (
+            a["Properties"]["Namespace"],
+            a["Properties"]["MetricName"],
+            tuple(sorted(refs(a["Properties"]["Dimensions"]))),
+        )
+        for a in alarms.values()
+    }
     assert watched == {
         ("AWS/Lambda", "IteratorAge", ("ScoringFunction",)),
         ("AWS/Lambda", "Errors", ("ScoringFunction",)),
@@ -305,18 +350,41 @@ def test_alarms(template):
 
 def test_outputs_name_everything_a_user_needs(template):
     outputs = template["Outputs"]
-    assert {"FunctionName", "FunctionArn", "FunctionAliasArn", "EventSourceMappingId", "LogGroupName",
-            "StreamName", "StreamArn", "StreamConsumerArn", "ScoresTableName", "ScoresTableArn",
-            "QuarantineQueueUrl", "QuarantineQueueArn", "FailureQueueUrl", "FailureQueueArn",
-            "ModelBucketName", "ModelPrefix", "ModelUri", "RoleArn",
-            "BatchFunctionName", "BatchBucketName", "BatchInputPrefix", "BatchOutputPrefix", "BatchFailureQueueUrl",
-            "HttpFunctionName", "HttpApiId", "HttpApiUrl"} <= set(outputs)
+    assert {
+        "FunctionName",
+        "FunctionArn",
+        "FunctionAliasArn",
+        "EventSourceMappingId",
+        "LogGroupName",
+        "StreamName",
+        "StreamArn",
+        "StreamConsumerArn",
+        "ScoresTableName",
+        "ScoresTableArn",
+        "QuarantineQueueUrl",
+        "QuarantineQueueArn",
+        "FailureQueueUrl",
+        "FailureQueueArn",
+        "ModelBucketName",
+        "ModelPrefix",
+        "ModelUri",
+        "RoleArn",
+        "BatchFunctionName",
+        "BatchBucketName",
+        "BatchInputPrefix",
+        "BatchOutputPrefix",
+        "BatchFailureQueueUrl",
+        "HttpFunctionName",
+        "HttpApiId",
+        "HttpApiUrl",
+    } <= set(outputs)
     # SAM-generated resources: <Function>.Alias / .Version and the mapping <Function><EventName>
     generated = {"ScoringFunctionStream"}
     for name, output in outputs.items():
         for target in refs(output["Value"]):
-            assert target in template["Resources"] or target in template["Parameters"] or target in generated, (
-                name, target)
+            assert (
+                target in template["Resources"] or target in template["Parameters"] or target in generated
+            ), (name, target)
         value = output["Value"]
         if "Fn::If" not in value:  # a conditional resource outside an Fn::If needs the output's Condition
             for target in refs(value) & set(template["Resources"]):
@@ -374,8 +442,11 @@ PLATFORM_ACTIONS = {
 }
 
 # Where the code's calls land: the resource behind the variable the handler builds each client's target from.
-CODE_RESOURCES = {"dynamodb": {"ScoresTable"}, "sqs": {"QuarantineQueue"},
-                  "s3": {"ModelBucket", "ModelBucketName", "ModelPrefix"}}
+CODE_RESOURCES = {
+    "dynamodb": {"ScoresTable"},
+    "sqs": {"QuarantineQueue"},
+    "s3": {"ModelBucket", "ModelBucketName", "ModelPrefix"},
+}
 
 _LAMBDA_RUNTIME = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}
 _MODEL = {"ModelBucket", "ModelBucketName", "ModelPrefix"}
@@ -386,27 +457,39 @@ PLATFORM_ACTIONS_BY_FUNCTION = {
         # Asynchronous invocation (S3) on-failure destination, and its queue's customer managed key:
         # https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html
         "sqs:SendMessage": {"BatchFailureQueue"},
-        "kms:Decrypt": {"KmsKeyArn"}, "kms:GenerateDataKey": {"KmsKeyArn"},
-        "logs:CreateLogStream": {"BatchLogGroup"}, "logs:PutLogEvents": {"BatchLogGroup"}, **_LAMBDA_RUNTIME},
+        "kms:Decrypt": {"KmsKeyArn"},
+        "kms:GenerateDataKey": {"KmsKeyArn"},
+        "logs:CreateLogStream": {"BatchLogGroup"},
+        "logs:PutLogEvents": {"BatchLogGroup"},
+        **_LAMBDA_RUNTIME,
+    },
     "HttpScoringFunction": {
-        "logs:CreateLogStream": {"HttpLogGroup"}, "logs:PutLogEvents": {"HttpLogGroup"}, **_LAMBDA_RUNTIME},
+        "logs:CreateLogStream": {"HttpLogGroup"},
+        "logs:PutLogEvents": {"HttpLogGroup"},
+        **_LAMBDA_RUNTIME,
+    },
 }
 CODE_RESOURCES_BY_FUNCTION = {
     "ScoringFunction": {**CODE_RESOURCES, "dynamodb:BatchGetItem": {"FeatureTableName"}},
     "BatchScoringFunction": {
-        "dynamodb:BatchWriteItem": {"ScoresTable"}, "dynamodb:BatchGetItem": {"FeatureTableName"},
+        "dynamodb:BatchWriteItem": {"ScoresTable"},
+        "dynamodb:BatchGetItem": {"FeatureTableName"},
         "s3:GetObject": _MODEL | {"BatchBucket", "BatchInputPrefix"},
         "s3:PutObject": {"BatchBucket", "BatchOutputPrefix"},
-        "s3:AbortMultipartUpload": {"BatchBucket", "BatchOutputPrefix"}},
+        "s3:AbortMultipartUpload": {"BatchBucket", "BatchOutputPrefix"},
+    },
     "HttpScoringFunction": {
-        "dynamodb:BatchWriteItem": {"ScoresTable"}, "dynamodb:BatchGetItem": {"FeatureTableName"},
-        "s3:GetObject": _MODEL},
+        "dynamodb:BatchWriteItem": {"ScoresTable"},
+        "dynamodb:BatchGetItem": {"FeatureTableName"},
+        "s3:GetObject": _MODEL,
+    },
 }
 
 
 def code_resources(function: str, action: str) -> set[str]:
     spec = CODE_RESOURCES_BY_FUNCTION[function]
     return set(spec.get(action, spec.get(action.split(":")[0], set())))
+
 
 CLIENT_FACTORIES = {"client", "create_client", "resource"}
 
@@ -430,10 +513,16 @@ def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str
     services: set[str] = set()
     for tree in trees.values():
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in CLIENT_FACTORIES):
-                arg = node.args[0] if node.args else next(
-                    (k.value for k in node.keywords if k.arg == "service_name"), None)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in CLIENT_FACTORIES
+            ):
+                arg = (
+                    node.args[0]
+                    if node.args
+                    else next((k.value for k in node.keywords if k.arg == "service_name"), None)
+                )
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     services.add(arg.value)
     models = {svc: boto3.client(svc, region_name="us-east-1").meta for svc in services}
@@ -463,8 +552,11 @@ def role_statements(template: dict, role_name: str = "ScoringFunctionRole") -> I
     attached to it -- both branches of each Fn::If (all options on)."""
     role = template["Resources"][role_name]["Properties"]
     policies = list(role.get("Policies", []))
-    policies += [p["Properties"] for p in resources_of(template, "AWS::IAM::Policy").values()
-                 if {"Ref": role_name} in p["Properties"].get("Roles", [])]
+    policies += [
+        p["Properties"]
+        for p in resources_of(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_name} in p["Properties"].get("Roles", [])
+    ]
     for policy in policies:
         for statement in policy["PolicyDocument"]["Statement"]:
             if "Fn::If" in statement:
@@ -504,7 +596,8 @@ def test_code_actions_are_derived_from_every_client_the_code_builds(function_nam
     assert services, "no boto3 client construction found in the shipped code"
     for svc in services:
         assert any(a.startswith(f"{svc}:") for a in actions), (
-            f"the code builds a {svc} client but no call on it was recognised: the derivation missed it")
+            f"the code builds a {svc} client but no call on it was recognised: the derivation missed it"
+        )
 
 
 @pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
@@ -528,10 +621,13 @@ def test_role_grants_exactly_the_code_actions_plus_what_lambda_needs(template, f
         allowed = set(platform.get(action, set()))
         if action in actions:
             allowed |= code_resources(function_name, action)
-        assert targets <= allowed, f"{action} is granted on {sorted(targets - allowed)}, expected only {sorted(allowed)}"
+        assert targets <= allowed, (
+            f"{action} is granted on {sorted(targets - allowed)}, expected only {sorted(allowed)}"
+        )
         if action in actions:
             assert targets & code_resources(function_name, action), (
-                f"{action} is not granted on {code_resources(function_name, action)}")
+                f"{action} is not granted on {code_resources(function_name, action)}"
+            )
 
 
 def test_only_xray_is_granted_on_every_resource(template):
@@ -545,7 +641,9 @@ def test_model_reads_are_limited_to_the_model_prefix(template):
     (statement,) = [s for s in role_statements(template) if "s3:GetObject" in actions_of(s)]
     text, variables = statement["Resource"]["Fn::Sub"]
     assert text == "arn:${AWS::Partition}:s3:::${Bucket}/${ModelPrefix}*"
-    assert variables["Bucket"] == {"Fn::If": ["CreateModelBucket", {"Ref": "ModelBucket"}, {"Ref": "ModelBucketName"}]}
+    assert variables["Bucket"] == {
+        "Fn::If": ["CreateModelBucket", {"Ref": "ModelBucket"}, {"Ref": "ModelBucketName"}]
+    }
 
 
 @pytest.mark.parametrize("function_name", sorted(FUNCTIONS))
@@ -599,14 +697,16 @@ def test_every_function_ships_from_the_one_package(template, function, function_
     logs = FUNCTIONS[function_name]["logs"]
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": logs}
     suffix = props["FunctionName"]["Fn::Sub"].removeprefix("${AWS::StackName}")
-    assert template["Resources"][logs]["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}{suffix}"}
+    assert template["Resources"][logs]["Properties"]["LogGroupName"] == {
+        "Fn::Sub": f"/aws/lambda/${{AWS::StackName}}{suffix}"
+    }
 
 
 def test_package_ships_every_handler_and_its_imports():
     shipped = package.package_closure()
     for spec in FUNCTIONS.values():
         assert set(package.project_closure(spec["module"])) <= set(shipped)
-    assert not [m for m in shipped if m.startswith("consumers.local") or m == "consumers.poller"]
+    assert not [m for m in shipped if m.startswith("sam.local") or m == "sam.local.poller"]
 
 
 def test_batch_function_is_triggered_by_objects_under_the_input_prefix(template):
@@ -618,18 +718,22 @@ def test_batch_function_is_triggered_by_objects_under_the_input_prefix(template)
     assert props["Events"] == "s3:ObjectCreated:*"
     assert props["Filter"] == {"S3Key": {"Rules": [{"Name": "prefix", "Value": {"Ref": "BatchInputPrefix"}}]}}
     env = fn["Environment"]["Variables"]
-    assert env["INPUT_PREFIX"] == {"Ref": "BatchInputPrefix"} and env["OUTPUT_PREFIX"] == {"Ref": "BatchOutputPrefix"}
+    assert env["INPUT_PREFIX"] == {"Ref": "BatchInputPrefix"} and env["OUTPUT_PREFIX"] == {
+        "Ref": "BatchOutputPrefix"
+    }
     # S3 invokes asynchronously: bounded retries, then the event to a queue (an alarm watches it)
     invoke = fn["EventInvokeConfig"]
     assert 0 <= invoke["MaximumRetryAttempts"] <= 2
-    assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS",
-                                                        "Destination": {"Fn::GetAtt": ["BatchFailureQueue", "Arn"]}}
+    assert invoke["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["BatchFailureQueue", "Arn"]},
+    }
     assert default(template, fn["Timeout"]) == 900
     assert default(template, fn["MemorySize"]) >= 1769
 
 
 def test_batch_settings_build_from_the_template_and_the_prefixes_cannot_loop(template):
-    from consumers.s3_batch import check_prefixes
+    from consumers.core.filescoring import check_prefixes
 
     env = _env(template, "BatchScoringFunction")
     assert "DLQ_URL" not in env, "the batch function has no quarantine queue"
@@ -655,7 +759,9 @@ def test_batch_role_reads_only_the_input_prefix_and_writes_only_the_output_prefi
     assert not [s for s in bucket if s not in reads + writes]
     # the bucket statements are a separate policy: inline they would close a dependency cycle
     policy = template["Resources"]["BatchBucketAccess"]
-    assert policy["Type"] == "AWS::IAM::Policy" and policy["Properties"]["Roles"] == [{"Ref": "BatchFunctionRole"}]
+    assert policy["Type"] == "AWS::IAM::Policy" and policy["Properties"]["Roles"] == [
+        {"Ref": "BatchFunctionRole"}
+    ]
     role_inline = template["Resources"]["BatchFunctionRole"]["Properties"]["Policies"]
     assert "BatchBucket" not in refs(role_inline)
 
@@ -663,7 +769,8 @@ def test_batch_role_reads_only_the_input_prefix_and_writes_only_the_output_prefi
 def test_batch_bucket_is_private_encrypted_and_aborts_stale_uploads(template):
     props = template["Resources"]["BatchBucket"]["Properties"]
     assert props["PublicAccessBlockConfiguration"] == dict.fromkeys(
-        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True)
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
+    )
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     (rule,) = props["LifecycleConfiguration"]["Rules"]
     assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
@@ -697,7 +804,9 @@ def test_http_route_is_the_documented_one(template):
     assert props["PayloadFormatVersion"] == "2.0"
     assert props["Auth"] == {"Authorizer": "AWS_IAM"}
     doc = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())
-    assert {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops} == {(props["Method"], props["Path"])}
+    assert {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops} == {
+        (props["Method"], props["Path"])
+    }
     # the function answers before API Gateway's integration timeout (30 s at most)
     assert default(template, fn["Timeout"]) * 1000 < props["TimeoutInMillis"] <= 30_000
 
@@ -717,7 +826,9 @@ def test_feature_table_is_optional_and_read_only(template):
         env = template["Resources"][function_name]["Properties"]["Environment"]["Variables"]
         assert env["FEATURE_TABLE"] == {"Fn::If": ["HasFeatureTable", {"Ref": "FeatureTableName"}, ""]}
         policies = template["Resources"][FUNCTIONS[function_name]["role"]]["Properties"]["Policies"]
-        conditional = [st["Fn::If"] for p in policies for st in p["PolicyDocument"]["Statement"] if "Fn::If" in st]
+        conditional = [
+            st["Fn::If"] for p in policies for st in p["PolicyDocument"]["Statement"] if "Fn::If" in st
+        ]
         (reads,) = [c for c in conditional if c[1].get("Sid") == "ReadFeatures"]
         assert reads[0] == "HasFeatureTable" and reads[1]["Action"] == "dynamodb:BatchGetItem"
         assert reads[2] == {"Ref": "AWS::NoValue"}

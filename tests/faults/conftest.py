@@ -1,10 +1,11 @@
 """Fault suite fixtures: moto server (session) behind the fault-injecting proxy (session), a clean plan per
 test, and the table of what each end-to-end fault run measured, printed at the end of the session."""
+
 from __future__ import annotations
 
 import pytest
 
-from consumers.local.faultproxy import FaultProxy
+from sam.local.faultproxy import FaultProxy
 from tests.pipeline_harness import Outcome, format_table
 
 OUTCOMES: list[Outcome] = []
@@ -31,10 +32,13 @@ def record_outcome():
         OUTCOMES.append(outcome)
         print("\n" + format_table([outcome]))
         return outcome
+
     return record
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if OUTCOMES:
-        terminalreporter.write_sep("-", "fault runs: produced / scored / quarantined / injected / retried / drain")
+        terminalreporter.write_sep(
+            "-", "fault runs: produced / scored / quarantined / injected / retried / drain"
+        )
         terminalreporter.write_line(format_table(OUTCOMES))

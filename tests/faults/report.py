@@ -3,6 +3,7 @@ fault -> produced, scored, quarantined, injected, retried, drain time. Not a tes
 
     python -m tests.faults.report [--only SUBSTRING] [--events N] [--json PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)
 
-    from consumers.local.emulator import MotoServer
-    from consumers.local.faultproxy import FaultProxy
-    from consumers.poller import DropEMF
+    from sam.local.emulator import MotoServer
+    from sam.local.faultproxy import FaultProxy
+    from sam.local.poller import DropEMF
     from tests.pipeline_harness import SCENARIOS, format_table, run_scenario
 
     sys.stdout = DropEMF(sys.stdout)  # type: ignore[assignment]  # the handler's cold-start metric line

@@ -1,8 +1,9 @@
-"""The fault proxy itself (consumers/local/faultproxy.py), against moto server with real boto3 clients: each
+"""The fault proxy itself (sam/local/faultproxy.py), against moto server with real boto3 clients: each
 injected error parses in botocore as the service's ClientError code; UnprocessedItems and Failed entries
 partition the request (what was forwarded and what was handed back are disjoint and cover it); rewritten
 DynamoDB responses carry a correct x-amz-crc32; outages end on time; the function-fault wrapper and the
 delivery log behave as documented. No fixed sleeps."""
+
 from __future__ import annotations
 
 import time
@@ -14,10 +15,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from consumers.local.faultproxy import FAULTS, FaultPlan, HandlerFaults, InjectedCrash, error_response
-from consumers.local.resources import create_queue, create_scores_table, create_stream, drain_queue, scan_all
-from consumers.local.soak import DeliveryLog
-from consumers.retry import Backoff, Deadline
+from consumers.core.retry import Backoff, Deadline
+from sam.local.faultproxy import FAULTS, FaultPlan, HandlerFaults, InjectedCrash, error_response
+from sam.local.resources import create_queue, create_scores_table, create_stream, drain_queue, scan_all
+from sam.local.soak import DeliveryLog
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=10)
 
@@ -25,8 +26,12 @@ NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_t
 @pytest.fixture
 def clients(proxy, moto_server):
     moto_server.reset()
-    kw = dict(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing",
-              aws_session_token="testing")
+    kw = dict(
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+    )
     services = ("dynamodb", "sqs", "kinesis")
     via = {s: boto3.client(s, endpoint_url=proxy.endpoint, config=NO_RETRIES, **kw) for s in services}
     direct = {s: boto3.client(s, endpoint_url=moto_server.endpoint, **kw) for s in services}
@@ -34,13 +39,16 @@ def clients(proxy, moto_server):
     url = create_queue(direct["sqs"], "q")
     create_stream(direct["kinesis"], "s", 1)
     direct["kinesis"].put_records(StreamName="s", Records=[{"Data": b"x", "PartitionKey": "k"}] * 3)
-    it = direct["kinesis"].get_shard_iterator(StreamName="s", ShardId="shardId-000000000000",
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    it = direct["kinesis"].get_shard_iterator(
+        StreamName="s", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
     return SimpleNamespace(via=via, direct=direct, url=url, iterator=it)
 
 
 def items(n: int, prefix: str = "e") -> list[dict]:
-    return [{"PutRequest": {"Item": {"event_id": {"S": f"{prefix}{i}"}, "v": {"N": str(i)}}}} for i in range(n)]
+    return [
+        {"PutRequest": {"Item": {"event_id": {"S": f"{prefix}{i}"}, "v": {"N": str(i)}}}} for i in range(n)
+    ]
 
 
 def call(c, service: str):
@@ -51,20 +59,25 @@ def call(c, service: str):
     return c.via["kinesis"].get_records(ShardIterator=c.iterator)
 
 
-@pytest.mark.parametrize("fault, params, service, code, status", [
-    ("ddb_throttle", {}, "dynamodb", "ProvisionedThroughputExceededException", 400),
-    ("ddb_throttling", {}, "dynamodb", "ThrottlingException", 400),
-    ("ddb_5xx", {}, "dynamodb", "InternalServerError", 500),
-    ("ddb_5xx", {"status": 503}, "dynamodb", "ServiceUnavailable", 503),
-    ("ddb_outage", {"seconds": 30}, "dynamodb", "ServiceUnavailable", 503),
-    ("sqs_error", {}, "sqs", "InternalError", 500),
-    ("sqs_error", {"status": 400, "code": "RequestThrottled"}, "sqs", "RequestThrottled", 400),
-    ("sqs_outage", {"seconds": 30}, "sqs", "ServiceUnavailable", 503),
-    ("kinesis_read_throttle", {}, "kinesis", "ProvisionedThroughputExceededException", 400),
-    ("kinesis_5xx", {}, "kinesis", "InternalFailure", 500),
-    ("http_5xx", {}, "kinesis", "InternalFailure", 500),
-])
-def test_each_error_parses_in_botocore_as_the_services_code(clients, proxy, fault, params, service, code, status):
+@pytest.mark.parametrize(
+    "fault, params, service, code, status",
+    [
+        ("ddb_throttle", {}, "dynamodb", "ProvisionedThroughputExceededException", 400),
+        ("ddb_throttling", {}, "dynamodb", "ThrottlingException", 400),
+        ("ddb_5xx", {}, "dynamodb", "InternalServerError", 500),
+        ("ddb_5xx", {"status": 503}, "dynamodb", "ServiceUnavailable", 503),
+        ("ddb_outage", {"seconds": 30}, "dynamodb", "ServiceUnavailable", 503),
+        ("sqs_error", {}, "sqs", "InternalError", 500),
+        ("sqs_error", {"status": 400, "code": "RequestThrottled"}, "sqs", "RequestThrottled", 400),
+        ("sqs_outage", {"seconds": 30}, "sqs", "ServiceUnavailable", 503),
+        ("kinesis_read_throttle", {}, "kinesis", "ProvisionedThroughputExceededException", 400),
+        ("kinesis_5xx", {}, "kinesis", "InternalFailure", 500),
+        ("http_5xx", {}, "kinesis", "InternalFailure", 500),
+    ],
+)
+def test_each_error_parses_in_botocore_as_the_services_code(
+    clients, proxy, fault, params, service, code, status
+):
     # GIVEN the fault on
     proxy.set(fault, **params)
     # WHEN the operation is called through botocore
@@ -82,8 +95,15 @@ def test_each_error_parses_in_botocore_as_the_services_code(clients, proxy, faul
     call(clients, service)
 
 
-@pytest.mark.parametrize("fault, service", [("ddb_reset", "dynamodb"), ("sqs_reset", "sqs"),
-                                            ("kinesis_reset", "kinesis"), ("http_reset", "dynamodb")])
+@pytest.mark.parametrize(
+    "fault, service",
+    [
+        ("ddb_reset", "dynamodb"),
+        ("sqs_reset", "sqs"),
+        ("kinesis_reset", "kinesis"),
+        ("http_reset", "dynamodb"),
+    ],
+)
 def test_a_reset_is_a_connection_error_without_a_response(clients, proxy, fault, service):
     proxy.set(fault, count=1)
     with pytest.raises(ConnectionClosedError):
@@ -96,7 +116,9 @@ def test_error_bodies_are_aws_json_with_error_type_and_crc():
     status, headers, body = error_response("dynamodb", 400, "ProvisionedThroughputExceededException")
     h = dict(headers)
     assert status == 400 and h["x-amzn-ErrorType"] == "ProvisionedThroughputExceededException"
-    assert body.startswith(b'{"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"')
+    assert body.startswith(
+        b'{"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"'
+    )
     assert int(h["x-amz-crc32"]) == zlib.crc32(body) & 0xFFFFFFFF
     assert dict(error_response("sqs", 500)[1])["x-amzn-query-error"] == "InternalError;Receiver"
 
@@ -106,8 +128,9 @@ def test_unprocessed_items_partition_the_request_and_the_crc_matches(clients, pr
     proxy.set("ddb_unprocessed", share=0.5)
     raw = []
     ddb = clients.via["dynamodb"]
-    ddb.meta.events.register("after-call.dynamodb.BatchWriteItem",
-                             lambda http_response, **kw: raw.append(http_response))
+    ddb.meta.events.register(
+        "after-call.dynamodb.BatchWriteItem", lambda http_response, **kw: raw.append(http_response)
+    )
     sent = items(25)
     # WHEN 25 items are written once
     resp = ddb.batch_write_item(RequestItems={"t": sent})
@@ -117,7 +140,9 @@ def test_unprocessed_items_partition_the_request_and_the_crc_matches(clients, pr
     assert held and stored
     assert not set(held) & set(stored)
     assert sorted(held + stored) == sorted(r["PutRequest"]["Item"]["event_id"]["S"] for r in sent)
-    assert resp["UnprocessedItems"]["t"] == [r for r in sent if r["PutRequest"]["Item"]["event_id"]["S"] in held]
+    assert resp["UnprocessedItems"]["t"] == [
+        r for r in sent if r["PutRequest"]["Item"]["event_id"]["S"] in held
+    ]
     assert proxy.stats()["ddb_unprocessed"]["items"] == len(held)
     # ... and the rewritten body carries its own CRC32 (botocore and the lean writer check it)
     assert int(raw[-1].headers["x-amz-crc32"]) == zlib.crc32(raw[-1].content) & 0xFFFFFFFF
@@ -132,17 +157,23 @@ def test_all_items_held_back_is_a_throughput_error_as_aws_gives_it(clients, prox
 
 
 def test_the_lean_writer_resends_unprocessed_items_and_sees_no_crc_mismatch(clients, proxy):
-    from consumers.ddb_http import LeanDynamoDBSink
-    from consumers.sink import ScoreRows
-    from consumers.types import Position
     import numpy as np
+
+    from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+    from consumers.core.ports import ScoreRows
+    from consumers.core.types import Position
 
     proxy.set("ddb_unprocessed", share=0.5, count=4)
     sink = LeanDynamoDBSink(clients.via["dynamodb"], "t", backoff=Backoff(base_s=0.001, cap_s=0.01))
     n = 60
-    rows = ScoreRows(ids=[f"id{i}" for i in range(n)], scores=np.full(n, 0.5, dtype=np.float32),
-                     positions=[Position("shardId-000000000000", str(i), None) for i in range(n)],
-                     arrivals=[1.7e9] * n, model_version="v", scored_at_ms=0)
+    rows = ScoreRows(
+        ids=[f"id{i}" for i in range(n)],
+        scores=np.full(n, 0.5, dtype=np.float32),
+        positions=[Position("shardId-000000000000", str(i), None) for i in range(n)],
+        arrivals=[1.7e9] * n,
+        model_version="v",
+        scored_at_ms=0,
+    )
     assert sink.write(rows, Deadline(10)) == set()
     assert len(scan_all(clients.direct["dynamodb"], "t")) == n
     assert sink.stats["crc32_mismatches"] == 0 and sink.stats["unprocessed_items"] > 0
@@ -150,22 +181,34 @@ def test_the_lean_writer_resends_unprocessed_items_and_sees_no_crc_mismatch(clie
 
 
 def test_a_crc_fault_is_detected_by_botocore_and_the_lean_writer(clients, proxy):
-    from consumers.ddb_http import LeanDynamoDBSink
-    from consumers.sink import ScoreRows
-    from consumers.types import Position
     import numpy as np
     from botocore.exceptions import ChecksumError
 
-    legacy = boto3.client("dynamodb", endpoint_url=proxy.endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing",
-                          config=Config(retries={"mode": "legacy", "total_max_attempts": 1}))
+    from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+    from consumers.core.ports import ScoreRows
+    from consumers.core.types import Position
+
+    legacy = boto3.client(
+        "dynamodb",
+        endpoint_url=proxy.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "legacy", "total_max_attempts": 1}),
+    )
     proxy.set("ddb_crc", count=1)
     with pytest.raises(ChecksumError):
         legacy.batch_write_item(RequestItems={"t": items(2)})
     proxy.set("ddb_crc", count=1)
     sink = LeanDynamoDBSink(clients.via["dynamodb"], "t", backoff=Backoff(base_s=0.001, cap_s=0.01))
-    rows = ScoreRows(ids=["a"], scores=np.zeros(1, dtype=np.float32), positions=[Position("s", "1", None)],
-                     arrivals=[1.7e9], model_version="v", scored_at_ms=0)
+    rows = ScoreRows(
+        ids=["a"],
+        scores=np.zeros(1, dtype=np.float32),
+        positions=[Position("s", "1", None)],
+        arrivals=[1.7e9],
+        model_version="v",
+        scored_at_ms=0,
+    )
     assert sink.write(rows, Deadline(10)) == set()
     assert sink.stats["crc32_mismatches"] == 1
 
@@ -219,8 +262,16 @@ def test_plan_rejects_unknown_faults_and_bad_parameters():
         plan.set("ddb_throttle", p=1.5)
     with pytest.raises(ValueError):
         plan.set("ddb_outage")  # an outage needs a duration
-    assert set(FAULTS) >= {"ddb_throttle", "ddb_throttling", "ddb_unprocessed", "ddb_outage", "sqs_failed_entries",
-                           "sqs_error", "kinesis_read_throttle", "http_reset"}
+    assert set(FAULTS) >= {
+        "ddb_throttle",
+        "ddb_throttling",
+        "ddb_unprocessed",
+        "ddb_outage",
+        "sqs_failed_entries",
+        "sqs_error",
+        "kinesis_read_throttle",
+        "http_reset",
+    }
 
 
 # ------------------------------------------------------------------------- function faults, delivery log
@@ -255,8 +306,12 @@ def test_a_timeout_runs_past_the_deadline():
 
 def test_the_delivery_log_finds_skips_and_reordering():
     def ev(*recs):
-        return {"Records": [{"eventID": f"{s}:{q}", "kinesis": {"sequenceNumber": str(q), "partitionKey": k}}
-                            for s, q, k in recs]}
+        return {
+            "Records": [
+                {"eventID": f"{s}:{q}", "kinesis": {"sequenceNumber": str(q), "partitionKey": k}}
+                for s, q, k in recs
+            ]
+        }
 
     log = DeliveryLog(lambda e, c: None)
     log(ev(("s0", 1, "a"), ("s0", 2, "b")), None)

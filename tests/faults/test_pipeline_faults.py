@@ -1,5 +1,5 @@
 """Producer -> Kinesis -> poller -> handler -> DynamoDB / DLQ on moto server, end to end under each fault the
-fault proxy (consumers/local/faultproxy.py) or the handler wrapper injects; tests/pipeline_harness.py runs
+fault proxy (sam/local/faultproxy.py) or the handler wrapper injects; tests/pipeline_harness.py runs
 the pipeline and checks, from what the services hold once the fault has cleared:
 
 - produced = scored + quarantined, nothing given up on;
@@ -10,6 +10,7 @@ the pipeline and checks, from what the services hold once the fault has cleared:
 The DynamoDB faults run with the handler's default writer and with SCORES_WRITER=botocore. The table of
 what each run measured is printed at the end of the session (and by ``python -m tests.faults.report``).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,9 @@ RUNS = [(s, w) for s in SCENARIOS for w in s.writers]
 
 
 @pytest.mark.parametrize("scenario, writer", RUNS, ids=[f"{s.name}-{w or 'default'}" for s, w in RUNS])
-def test_pipeline_accounts_for_every_record_under_the_fault(moto_server, proxy, record_outcome, scenario, writer):
+def test_pipeline_accounts_for_every_record_under_the_fault(
+    moto_server, proxy, record_outcome, scenario, writer
+):
     # GIVEN the fault switched on as producer and poller start (WHEN the pipeline runs under it and drains)
     outcome = record_outcome(run_scenario(moto_server, proxy, scenario, writer))
     # THEN every check of the harness holds

@@ -3,6 +3,7 @@ ends in the dead-letter queue with its specific reason code, the handler never r
 in ``batchItemFailures`` (a poison record must not block its shard), nothing reaches DynamoDB, and memory
 stays bounded on a batch of 10,000 malformed records (whose dead-letter sends are answered in process:
 see ``InProcessSQS``)."""
+
 from __future__ import annotations
 
 import base64
@@ -14,15 +15,18 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from consumers.limits import (LAMBDA_INVOKE_PAYLOAD_BYTES, SQS_MAX_MESSAGE_BYTES, SQS_SEND_BATCH_MAX_BYTES,
-                             SQS_SEND_BATCH_MAX_ENTRIES)
-from consumers.local.context import LambdaContext
-from consumers.local.resources import drain_queue, scan_all
-from consumers.types import Reason
+from consumers.core.limits import (
+    LAMBDA_INVOKE_PAYLOAD_BYTES,
+    SQS_MAX_MESSAGE_BYTES,
+    SQS_SEND_BATCH_MAX_BYTES,
+    SQS_SEND_BATCH_MAX_ENTRIES,
+)
+from consumers.core.types import Reason
+from sam.local.context import LambdaContext
+from sam.local.resources import drain_queue, scan_all
 from tests.conftest import EVENTS_DIR
 
 HOSTILE = EVENTS_DIR / "hostile"
@@ -50,7 +54,12 @@ def dlq_bodies(resources, expected_count: int | None = None):
         assert m["MessageAttributes"]["reason"]["StringValue"] == body["reason"]
         assert len(m["Body"].encode("utf-8")) <= SQS_MAX_MESSAGE_BYTES
         bodies.append(body)
-    bodies.sort(key=lambda b: (int(b["sequence_number"]), -1 if b["sub_sequence_number"] is None else b["sub_sequence_number"]))
+    bodies.sort(
+        key=lambda b: (
+            int(b["sequence_number"]),
+            -1 if b["sub_sequence_number"] is None else b["sub_sequence_number"],
+        )
+    )
     if expected_count is not None:
         assert len(bodies) == expected_count
     return bodies
@@ -105,7 +114,7 @@ def test_each_hostile_record_is_quarantined_with_its_reason(handler, resources, 
             assert mine[0]["partition_key"] == record["kinesis"]["partitionKey"]
         else:
             assert subs == list(range(len(reasons)))
-    assert handler.RUNTIME.last_outcome.retried == []
+    assert handler.runtime().last_outcome.retried == []
 
 
 def test_the_whole_catalogue_in_one_batch_with_valid_events_around_it(handler, resources):
@@ -162,10 +171,19 @@ class InProcessSQS:
         assert len(entries) <= SQS_SEND_BATCH_MAX_ENTRIES
         assert sum(len(e["MessageBody"].encode("utf-8")) for e in entries) <= SQS_SEND_BATCH_MAX_BYTES
         self.entries.extend(entries)
-        answer = json.dumps({"Successful": [
-            {"Id": e["Id"], "MessageId": f"m-{self.calls}-{e['Id']}",
-             "MD5OfMessageBody": hashlib.md5(e["MessageBody"].encode("utf-8")).hexdigest()} for e in entries],
-            "Failed": []}).encode("utf-8")
+        answer = json.dumps(
+            {
+                "Successful": [
+                    {
+                        "Id": e["Id"],
+                        "MessageId": f"m-{self.calls}-{e['Id']}",
+                        "MD5OfMessageBody": hashlib.md5(e["MessageBody"].encode("utf-8")).hexdigest(),
+                    }
+                    for e in entries
+                ],
+                "Failed": [],
+            }
+        ).encode("utf-8")
         return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(answer))
 
 
@@ -181,7 +199,7 @@ def test_ten_thousand_malformed_records_in_bounded_memory(handler, resources):
     # GIVEN 10,000 records, every one malformed (a dozen kinds), within Lambda's 6 MB invoke payload
     event, reasons = catalogue.all_malformed_event(10_000)
     assert len(json.dumps(event)) <= LAMBDA_INVOKE_PAYLOAD_BYTES
-    sqs = InProcessSQS(handler.RUNTIME.quarantine.client)
+    sqs = InProcessSQS(handler.runtime().quarantine.client)
     # WHEN the handler runs, with Python's allocations traced
     tracemalloc.start()
     started = time.perf_counter()
@@ -192,16 +210,24 @@ def test_ten_thousand_malformed_records_in_bounded_memory(handler, resources):
     finally:
         tracemalloc.stop()
     # THEN all 10,000 are dead-lettered with their reasons, nothing is retried, and the peak stays bounded
-    print(f"10,000 malformed: {elapsed:.2f} s under tracemalloc, peak {peak / 2**20:.1f} MiB, "
-          f"{sqs.calls} SendMessageBatch calls")
+    print(
+        f"10,000 malformed: {elapsed:.2f} s under tracemalloc, peak {peak / 2**20:.1f} MiB, "
+        f"{sqs.calls} SendMessageBatch calls"
+    )
     assert resp == {"batchItemFailures": []}
-    outcome = handler.RUNTIME.last_outcome
+    outcome = handler.runtime().last_outcome
     assert len(outcome.quarantined) == 10_000 and not outcome.scored and not outcome.retried
     assert peak < MEMORY_BOUND, f"peak {peak / 2**20:.1f} MiB"
     assert len(sqs.entries) == 10_000
-    bodies = sorted((json.loads(e["MessageBody"]) for e in sqs.entries), key=lambda b: int(b["sequence_number"]))
+    bodies = sorted(
+        (json.loads(e["MessageBody"]) for e in sqs.entries), key=lambda b: int(b["sequence_number"])
+    )
     assert [b["reason"] for b in bodies] == reasons
-    assert [b["sequence_number"] for b in bodies] == [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
-    assert all(e["MessageAttributes"]["reason"]["StringValue"] == json.loads(e["MessageBody"])["reason"]
-               for e in sqs.entries)
+    assert [b["sequence_number"] for b in bodies] == [
+        r["kinesis"]["sequenceNumber"] for r in event["Records"]
+    ]
+    assert all(
+        e["MessageAttributes"]["reason"]["StringValue"] == json.loads(e["MessageBody"])["reason"]
+        for e in sqs.entries
+    )
     assert scan_all(resources["ddb"], resources["table"]) == []

@@ -1,13 +1,13 @@
 """Integration fixtures: the scores table and DLQ on moto server, and the handler imported fresh
 (its cold start reads the environment, as on Lambda)."""
+
 import importlib
 import os
-import sys
 
 import pytest
 
-from consumers.local.context import LambdaContext  # noqa: F401  (re-exported for tests)
-from consumers.local.resources import create_queue, create_scores_table
+from sam.local.context import LambdaContext  # noqa: F401  (re-exported for tests)
+from sam.local.resources import create_queue, create_scores_table
 
 DEFAULT_BUNDLE = "model/bundles/default"
 
@@ -40,12 +40,10 @@ def botocore_handler(resources, monkeypatch):
 
 
 def _cold_start():
-    sys.modules.pop("consumers.handler", None)
     module = importlib.import_module("consumers.handler")
+    module.RUNTIME.reset()
     # Powertools keeps one logging.Logger per service: a level set by an earlier import (another test
     # module's harness) would survive the re-import. Each cold start gets the level of its environment.
     module.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"))
     yield module
-    if module.RUNTIME.sink.executor is not None:
-        module.RUNTIME.sink.executor.shutdown(wait=False)
-    sys.modules.pop("consumers.handler", None)
+    module.RUNTIME.reset()

@@ -1,4 +1,4 @@
-"""The lean BatchWriteItem path (consumers/ddb_http.py) against moto server over HTTP.
+"""The lean BatchWriteItem path (consumers/aws/lean_dynamodb.py) against moto server over HTTP.
 
 1. Writes land in moto through the lean path, item for item what the botocore sink writes.
 2. The handler with SCORES_WRITER=lean passes the behaviours of tests/integration/test_handler_moto.py:
@@ -8,13 +8,13 @@
    resets and CRC32 mismatches -- are injected on the wire by ``FaultProxy``, an HTTP proxy between the
    handler's DynamoDB client (``AWS_ENDPOINT_URL_DYNAMODB``) and moto, with the same assertions.
 """
+
 from __future__ import annotations
 
 import binascii
 import http.client
 import importlib
 import random
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from consumers.local.context import LambdaContext
-from consumers.local.resources import drain_queue, scan_all
+from sam.local.context import LambdaContext
+from sam.local.resources import drain_queue, scan_all
 from tests.helpers import event_of
 from tests.integration import test_handler_moto as base
 from tests.integration.test_handler_moto import (  # noqa: F401  (collected here: run with the lean handler)
@@ -58,7 +58,9 @@ class FaultProxy:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                }
                 if headers.get("X-Amz-Target", "").endswith(".BatchWriteItem"):
                     out = proxy.batch_write(headers, body)
                 else:
@@ -83,9 +85,18 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def configure(self, *, throttle_calls: int = 0, always_throttle: bool = False,
-                  code: str = "ProvisionedThroughputExceededException", unprocessed_fraction: float = 0.0,
-                  unprocessed_calls: int = 10**9, reset_calls: int = 0, crc_calls: int = 0, seed: int = 0) -> None:
+    def configure(
+        self,
+        *,
+        throttle_calls: int = 0,
+        always_throttle: bool = False,
+        code: str = "ProvisionedThroughputExceededException",
+        unprocessed_fraction: float = 0.0,
+        unprocessed_calls: int = 10**9,
+        reset_calls: int = 0,
+        crc_calls: int = 0,
+        seed: int = 0,
+    ) -> None:
         with self.lock:
             self.throttle_calls, self.always_throttle, self.code = throttle_calls, always_throttle, code
             self.unprocessed_fraction, self.unprocessed_calls = unprocessed_fraction, unprocessed_calls
@@ -99,8 +110,11 @@ class FaultProxy:
             conn.request("POST", "/", body, headers)
             resp = conn.getresponse()
             data = resp.read()
-            keep = {k: v for k, v in resp.getheaders()
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server")}
+            keep = {
+                k: v
+                for k, v in resp.getheaders()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server")
+            }
             return resp.status, keep, data
         finally:
             conn.close()
@@ -115,9 +129,17 @@ class FaultProxy:
             if self.always_throttle or n <= self.throttle_calls:
                 self.throttled += 1
                 status = 500 if self.code == "InternalServerError" else 400
-                data = orjson.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{self.code}", "message": "injected"})
-                return status, {"Content-Type": "application/x-amz-json-1.0",
-                                "x-amz-crc32": str(binascii.crc32(data) & 0xFFFFFFFF)}, data
+                data = orjson.dumps(
+                    {"__type": f"com.amazonaws.dynamodb.v20120810#{self.code}", "message": "injected"}
+                )
+                return (
+                    status,
+                    {
+                        "Content-Type": "application/x-amz-json-1.0",
+                        "x-amz-crc32": str(binascii.crc32(data) & 0xFFFFFFFF),
+                    },
+                    data,
+                )
             hold_some = self.unprocessed_fraction and n <= self.unprocessed_calls
             corrupt = n <= self.throttle_calls + self.reset_calls + self.crc_calls and self.crc_calls
             request = orjson.loads(body)
@@ -137,7 +159,11 @@ class FaultProxy:
         if keep:
             status, resp_headers, data = self.forward(headers, orjson.dumps({"RequestItems": {table: keep}}))
         else:
-            status, resp_headers, data = 200, {"Content-Type": "application/x-amz-json-1.0"}, b'{"UnprocessedItems":{}}'
+            status, resp_headers, data = (
+                200,
+                {"Content-Type": "application/x-amz-json-1.0"},
+                b'{"UnprocessedItems":{}}',
+            )
         if hold and status == 200:
             parsed = orjson.loads(data)
             parsed["UnprocessedItems"] = {table: hold + parsed.get("UnprocessedItems", {}).get(table, [])}
@@ -167,26 +193,24 @@ def lean_writer(monkeypatch):
 def handler(resources, proxy, monkeypatch):
     """consumers.handler cold-started with SCORES_WRITER=lean; its DynamoDB traffic goes through the proxy."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
-    sys.modules.pop("consumers.handler", None)
     module = importlib.import_module("consumers.handler")
-    from consumers.ddb_http import LeanDynamoDBSink
+    module.RUNTIME.reset()
+    from consumers.aws.lean_dynamodb import LeanDynamoDBSink
 
-    assert isinstance(module.RUNTIME.sink, LeanDynamoDBSink)
-    assert module.RUNTIME.sink.endpoint == proxy.url
+    assert isinstance(module.runtime().sink, LeanDynamoDBSink)
+    assert module.runtime().sink.endpoint == proxy.url
     yield module
-    assert module.RUNTIME.sink.stats["fallbacks"] == 0, "the lean path handed a chunk to botocore"
-    if module.RUNTIME.sink.executor is not None:
-        module.RUNTIME.sink.executor.shutdown(wait=False)
-    sys.modules.pop("consumers.handler", None)
+    assert module.runtime().sink.stats["fallbacks"] == 0, "the lean path handed a chunk to botocore"
+    module.RUNTIME.reset()
 
 
 # ------------------------------------------------------------------------------ the sink alone
 def test_lean_writes_land_in_moto_as_botocore_writes_them(boto_session, resources):
     # GIVEN the same rows written once by the botocore sink and once by the lean sink, to two tables
-    from consumers.ddb_http import LeanDynamoDBSink
-    from consumers.local.resources import create_scores_table
-    from consumers.retry import Backoff, Deadline
-    from consumers.sink import DynamoDBSink
+    from consumers.aws.dynamodb import DynamoDBSink
+    from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+    from consumers.core.retry import Backoff, Deadline
+    from sam.local.resources import create_scores_table
     from tests.unit.test_ddb_http import rows
 
     ddb = boto_session.client("dynamodb")
@@ -213,10 +237,12 @@ def test_unprocessed_items_are_resent_until_written(handler, resources, proxy):
     assert proxy.held_back > 0
     assert resp == {"batchItemFailures": []}
     assert len(items_by_id(resources)) == 500
-    assert handler.RUNTIME.sink.stats["unprocessed_items"] == proxy.held_back
+    assert handler.runtime().sink.stats["unprocessed_items"] == proxy.held_back
 
 
-@pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"])
+@pytest.mark.parametrize(
+    "code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"]
+)
 def test_throttled_requests_back_off_and_succeed(handler, resources, proxy, code):
     proxy.configure(throttle_calls=6, code=code)
     resp = handler.lambda_handler(event_of(valid_events(100)), LambdaContext())
@@ -233,7 +259,7 @@ def test_connection_resets_and_crc_mismatches_are_retried(handler, resources, pr
     assert proxy.resets == 3 and proxy.corrupted == 2
     assert resp == {"batchItemFailures": []}
     assert len(items_by_id(resources)) == 100
-    assert handler.RUNTIME.sink.stats["crc32_mismatches"] == 2
+    assert handler.runtime().sink.stats["crc32_mismatches"] == 2
 
 
 def test_persistent_throttling_returns_retries_before_the_timeout(handler, resources, proxy):

@@ -5,25 +5,25 @@ The accounting invariant is checked against what the services hold, record by re
 produced has exactly one item, at the position it was published to, with the score the bundle's booster
 gives its features; every malformed record has a dead-letter message with the reason the producer expects.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
-from consumers.features import Vectorizer
-from consumers.local.resources import create_queue, create_stream, drain_queue, scan_all
-from consumers.poller import EventSourceSettings, Poller
-from model.bundle import load_bundle
+from consumers.core.bundle import load_bundle
+from consumers.core.features import Vectorizer
 from model.synthetic import generate_events
 from producer import Publisher
 from producer.malformed import AGGREGATE_KINDS, DEFAULT_KINDS, corrupt
+from sam.local.poller import EventSourceSettings, Poller
+from sam.local.resources import create_queue, create_stream, drain_queue, scan_all
 from tests.conftest import REPO
 from tests.integration.conftest import DEFAULT_BUNDLE
 
@@ -41,8 +41,16 @@ def test_producer_poller_and_handler_account_for_every_record(handler, resources
     arn = create_stream(kinesis, "events", 2)
     failures_url = create_queue(resources["sqs"], "failures")
     settings = EventSourceSettings.from_template(TEMPLATE)
-    poller = Poller(kinesis, "events", handler.lambda_handler, settings, sqs_client=resources["sqs"],
-                    on_failure_queue_url=failures_url, poll_interval_s=0.05, discovery_interval_s=0.5)
+    poller = Poller(
+        kinesis,
+        "events",
+        handler.lambda_handler,
+        settings,
+        sqs_client=resources["sqs"],
+        on_failure_queue_url=failures_url,
+        poll_interval_s=0.05,
+        discovery_interval_s=0.5,
+    )
 
     bundle = load_bundle(str(REPO / DEFAULT_BUNDLE))
     events = generate_events(bundle.schema, N_EVENTS, seed=7)
@@ -68,7 +76,8 @@ def test_producer_poller_and_handler_account_for_every_record(handler, resources
         position: dict[int, tuple[str, str, int | None]] = {}
         for part, aggregate in ((plain[:1500], False), (aggregated, True), (plain[1500:], False)):
             report = Publisher(kinesis, "events", aggregate=aggregate, keep_results=True).publish_records(
-                (pk, data) for _, pk, data in part)
+                (pk, data) for _, pk, data in part
+            )
             assert report.ok
             for r in report.results:
                 position[part[r.key][0]] = (r.shard_id, r.sequence_number, r.sub_index)
@@ -84,8 +93,14 @@ def test_producer_poller_and_handler_account_for_every_record(handler, resources
     valid_events = [events[i] for i in valid.values()]
     vec = Vectorizer(bundle.schema)(valid_events)
     assert not vec.errors
-    want = dict(zip(vec.ids, np.asarray(bundle.booster.inplace_predict(vec.matrix, validate_features=False),
-                                        dtype=np.float32).tolist()))
+    want = dict(
+        zip(
+            vec.ids,
+            np.asarray(
+                bundle.booster.inplace_predict(vec.matrix, validate_features=False), dtype=np.float32
+            ).tolist(),
+        )
+    )
     for it in items:
         eid = it["event_id"]["S"]
         assert abs(float(it["score"]["N"]) - want[eid]) < 1e-6, eid
@@ -117,13 +132,22 @@ def test_producer_poller_and_handler_account_for_every_record(handler, resources
 def test_make_run_command_accounts_for_every_record():
     # `make run` runs exactly this (with EVENTS/SHARDS); it starts and stops its own moto server.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.run([sys.executable, "-m", "consumers.local.run", "--events", "2000", "--shards", "2"],
-                          cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sam.local.run", "--events", "2000", "--shards", "2"],
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "OK: all 2,000 records accounted for" in out
-    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  ") and line.split()}
+    rows = {
+        line.split()[0]: line.split()[1]
+        for line in out.splitlines()
+        if line.startswith("  ") and line.split()
+    }
     assert rows["produced"] == "2,000" and rows["unaccounted"] == "0"
     assert int(rows["scored"].replace(",", "")) + int(rows["quarantined"].replace(",", "")) == 2000
     assert "items read back from DynamoDB" in out and '"_aws"' not in out  # no EMF lines on stdout

@@ -1,21 +1,19 @@
 """The handler end to end over HTTP against moto server: items in DynamoDB, messages in SQS, and the
 failure semantics of batchItemFailures under injected throttling and UnprocessedItems."""
+
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 
 import orjson
 import pytest
 
-from consumers.local.context import LambdaContext
-from consumers.local.resources import drain_queue, scan_all
-from tests.conftest import REPO, load_event
+from sam.local.context import LambdaContext
+from sam.local.resources import drain_queue, scan_all
+from tests.conftest import load_event
 from tests.faultwrap import FaultyDynamoDB, FaultySQS
-from tests.helpers import event_of
+from tests.helpers import event_of, lambda_init
 
 
 def valid_events(n, prefix="evt"):
@@ -37,19 +35,36 @@ def test_mixed_batch_scores_items_and_quarantines_with_reasons(handler, resource
     items = items_by_id(resources)
     assert set(items) == {"evt-fixture-0001", "evt-agg-0", "evt-agg-1", "evt-agg-2"}
     dup = items["evt-fixture-0001"]
-    assert dup["sequence_number"]["S"] == event["Records"][6]["kinesis"]["sequenceNumber"]  # the later one won
-    assert dup["model_version"]["S"] == handler.RUNTIME.scorer.version
+    assert (
+        dup["sequence_number"]["S"] == event["Records"][6]["kinesis"]["sequenceNumber"]
+    )  # the later one won
+    assert dup["model_version"]["S"] == handler.runtime().scorer.version
     assert 0.0 <= float(dup["score"]["N"]) <= 1.0
-    assert int(dup["ttl"]["N"]) == int(event["Records"][6]["kinesis"]["approximateArrivalTimestamp"]) + 30 * 86400
+    assert (
+        int(dup["ttl"]["N"])
+        == int(event["Records"][6]["kinesis"]["approximateArrivalTimestamp"]) + 30 * 86400
+    )
     assert items["evt-agg-1"]["sub_sequence_number"]["N"] == "1"
 
     messages = drain_queue(resources["sqs"], resources["dlq_url"])
-    bodies = sorted((json.loads(m["Body"]) for m in messages), key=lambda b: (b["sequence_number"], b["sub_sequence_number"] or -1))
-    assert [b["reason"] for b in bodies] == ["bad_base64", "bad_json", "not_object", "bad_json", "unknown_category", "not_utf8"]
+    bodies = sorted(
+        (json.loads(m["Body"]) for m in messages),
+        key=lambda b: (b["sequence_number"], b["sub_sequence_number"] or -1),
+    )
+    assert [b["reason"] for b in bodies] == [
+        "bad_base64",
+        "bad_json",
+        "not_object",
+        "bad_json",
+        "unknown_category",
+        "not_utf8",
+    ]
     agg_bad = bodies[3]
     assert agg_bad["sub_sequence_number"] == 3 and base64.b64decode(agg_bad["data"]) == b"{not json"
     assert all(b["shard_id"] == "shardId-000000000000" and b["event_source_arn"] for b in bodies)
-    assert {m["MessageAttributes"]["reason"]["StringValue"] for m in messages} == {b["reason"] for b in bodies}
+    assert {m["MessageAttributes"]["reason"]["StringValue"] for m in messages} == {
+        b["reason"] for b in bodies
+    }
     utf8 = bodies[5]
     assert base64.b64decode(utf8["data"]) == b"\xff\xfe\x00bad utf8" and utf8["data_truncated"] is False
 
@@ -68,8 +83,8 @@ def test_redelivery_is_idempotent(handler, resources):
 def test_unprocessed_items_are_resent_until_written(botocore_handler, resources):
     handler = botocore_handler
     # GIVEN DynamoDB returning half of every request as UnprocessedItems for the first 30 calls
-    faulty = FaultyDynamoDB(handler.RUNTIME.sink.client, unprocessed_fraction=0.5, unprocessed_calls=30)
-    handler.RUNTIME.sink.client = faulty
+    faulty = FaultyDynamoDB(handler.runtime().sink.client, unprocessed_fraction=0.5, unprocessed_calls=30)
+    handler.runtime().sink.client = faulty
     # WHEN a batch of 500 is processed
     resp = handler.lambda_handler(event_of(valid_events(500)), LambdaContext())
     # THEN the held-back items were resent and everything is written; nothing goes back to Lambda
@@ -78,11 +93,13 @@ def test_unprocessed_items_are_resent_until_written(botocore_handler, resources)
     assert len(items_by_id(resources)) == 500
 
 
-@pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"])
+@pytest.mark.parametrize(
+    "code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"]
+)
 def test_throttled_requests_back_off_and_succeed(botocore_handler, resources, code):
     handler = botocore_handler
-    faulty = FaultyDynamoDB(handler.RUNTIME.sink.client, throttle_calls=6, code=code)
-    handler.RUNTIME.sink.client = faulty
+    faulty = FaultyDynamoDB(handler.runtime().sink.client, throttle_calls=6, code=code)
+    handler.runtime().sink.client = faulty
     resp = handler.lambda_handler(event_of(valid_events(100)), LambdaContext())
     assert faulty.throttled == 6
     assert resp == {"batchItemFailures": []}
@@ -92,7 +109,7 @@ def test_throttled_requests_back_off_and_succeed(botocore_handler, resources, co
 def test_persistent_throttling_returns_retries_before_the_timeout(botocore_handler, resources):
     handler = botocore_handler
     # GIVEN DynamoDB throttling every request, a batch mixing valid and malformed records, and 4 s left
-    handler.RUNTIME.sink.client = FaultyDynamoDB(handler.RUNTIME.sink.client, always_throttle=True)
+    handler.runtime().sink.client = FaultyDynamoDB(handler.runtime().sink.client, always_throttle=True)
     event = event_of(valid_events(40) + [b"{broken", b"[]"])
     started = time.monotonic()
     resp = handler.lambda_handler(event, LambdaContext(timeout_ms=4000))
@@ -105,15 +122,17 @@ def test_persistent_throttling_returns_retries_before_the_timeout(botocore_handl
 
 
 def test_dlq_outage_retries_the_malformed_records(handler, resources):
-    handler.RUNTIME.quarantine.client = FaultySQS(handler.RUNTIME.quarantine.client, fail_all=True)
+    handler.runtime().quarantine.client = FaultySQS(handler.runtime().quarantine.client, fail_all=True)
     event = event_of(valid_events(3) + [b"{broken"])
     resp = handler.lambda_handler(event, LambdaContext(timeout_ms=4000))
-    assert resp == {"batchItemFailures": [{"itemIdentifier": event["Records"][3]["kinesis"]["sequenceNumber"]}]}
+    assert resp == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][3]["kinesis"]["sequenceNumber"]}]
+    }
     assert len(items_by_id(resources)) == 3
 
 
 def test_transient_sqs_error_is_retried(handler, resources):
-    handler.RUNTIME.quarantine.client = FaultySQS(handler.RUNTIME.quarantine.client, error_calls=2)
+    handler.runtime().quarantine.client = FaultySQS(handler.runtime().quarantine.client, error_calls=2)
     resp = handler.lambda_handler(event_of([b"{broken"]), LambdaContext())
     assert resp == {"batchItemFailures": []}
     assert len(drain_queue(resources["sqs"], resources["dlq_url"])) == 1
@@ -136,21 +155,16 @@ def test_logs_carry_positions_and_counts_never_payload(handler, resources, monke
     assert line["first_sequence_number"] and line["last_sequence_number"]
 
 
-def run_cold_start(env_overrides):
-    env = {k: v for k, v in os.environ.items() if k not in ("SCORES_TABLE", "DLQ_URL", "MODEL_URI")}
-    env.update(env_overrides)
-    return subprocess.run([sys.executable, "-c", "import consumers.handler"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_cold_start_fails_naming_a_missing_variable(resources):
-    proc = run_cold_start({"DLQ_URL": resources["dlq_url"], "MODEL_URI": "model/bundles/default"})
+    proc = lambda_init({"DLQ_URL": resources["dlq_url"], "MODEL_URI": "model/bundles/default"})
     assert proc.returncode != 0
     assert "SCORES_TABLE" in proc.stderr
 
 
 def test_cold_start_fails_naming_an_unreadable_model(resources, tmp_path):
-    proc = run_cold_start({"SCORES_TABLE": "scores", "DLQ_URL": resources["dlq_url"], "MODEL_URI": str(tmp_path / "nope")})
+    proc = lambda_init(
+        {"SCORES_TABLE": "scores", "DLQ_URL": resources["dlq_url"], "MODEL_URI": str(tmp_path / "nope")}
+    )
     assert proc.returncode != 0
     assert str(tmp_path / "nope") in proc.stderr
 
@@ -162,22 +176,28 @@ def test_sender_fault_is_not_retried_in_the_invocation(handler, resources):
 
         def send_message_batch(self, QueueUrl, Entries, **kw):
             SenderFaultSQS.calls += 1
-            return {"Successful": [], "Failed": [{"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents"}
-                                                for e in Entries]}
+            return {
+                "Successful": [],
+                "Failed": [
+                    {"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents"} for e in Entries
+                ],
+            }
 
-    handler.RUNTIME.quarantine.client = SenderFaultSQS()
+    handler.runtime().quarantine.client = SenderFaultSQS()
     event = event_of([b"{broken"])
     # WHEN the handler runs
     resp = handler.lambda_handler(event, LambdaContext())
     # THEN one call, and the record goes back to Lambda rather than being lost
     assert SenderFaultSQS.calls == 1
-    assert resp == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
+    assert resp == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]
+    }
 
 
 def test_an_aggregate_of_many_malformed_sub_records_does_not_flood_the_dlq(handler, resources):
     # GIVEN one KPL aggregate of 12,000 malformed sub-records (each would otherwise be its own message)
-    from consumers import kpl
-    from consumers.quarantine import MAX_SEPARATE_MESSAGES
+    from consumers.aws.sqs import MAX_SEPARATE_MESSAGES
+    from consumers.core import kpl
 
     n = MAX_SEPARATE_MESSAGES + 2_000
     blob = kpl.aggregate([("k", b"[%d]" % i) for i in range(n)])
@@ -191,7 +211,9 @@ def test_an_aggregate_of_many_malformed_sub_records_does_not_flood_the_dlq(handl
     raw = [m["Body"] for m in drain_queue(resources["sqs"], resources["dlq_url"])]
     bodies = [json.loads(b) for b in raw]
     assert all(len(b.encode()) <= 256 * 1024 for b in raw)
-    assert 1 <= len(bodies) <= 50 and all(b["grouped"] and b["reason"] == "not_object" for b in bodies)  # not 12,000
+    assert 1 <= len(bodies) <= 50 and all(
+        b["grouped"] and b["reason"] == "not_object" for b in bodies
+    )  # not 12,000
     subs = sorted(r["sub_sequence_number"] for b in bodies for r in b["records"])
     assert subs == list(range(n))
     assert len(items_by_id(resources)) == 2
@@ -200,17 +222,20 @@ def test_an_aggregate_of_many_malformed_sub_records_does_not_flood_the_dlq(handl
 def test_stream_events_are_enriched_from_the_feature_table(resources, monkeypatch):
     # GIVEN a feature table with an account's 30-day average, and the handler configured to read it
     ddb = resources["ddb"]
-    ddb.create_table(TableName="features", KeySchema=[{"AttributeName": "account_id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "account_id", "AttributeType": "S"}],
-                     BillingMode="PAY_PER_REQUEST")
-    ddb.put_item(TableName="features", Item={"account_id": {"S": "acct-enriched"}, "avg_amount_30d": {"N": "3.5"}})
+    ddb.create_table(
+        TableName="features",
+        KeySchema=[{"AttributeName": "account_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "account_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.put_item(
+        TableName="features", Item={"account_id": {"S": "acct-enriched"}, "avg_amount_30d": {"N": "3.5"}}
+    )
     monkeypatch.setenv("FEATURE_TABLE", "features")
     monkeypatch.setenv("ENRICH_FEATURES", "avg_amount_30d")
-    import importlib
-    import sys
+    import consumers.handler as handler
 
-    sys.modules.pop("consumers.handler", None)
-    handler = importlib.import_module("consumers.handler")
+    handler.RUNTIME.reset()
     try:
         evs = [dict(e, account_id="acct-enriched") for e in valid_events(2)]
         for e in evs:
@@ -219,7 +244,7 @@ def test_stream_events_are_enriched_from_the_feature_table(resources, monkeypatc
         handler.lambda_handler(event_of(evs), LambdaContext())
         handler.lambda_handler(event_of(evs), LambdaContext())
         # THEN each score is the model's score of the event with the table's value filled in
-        rt = handler.RUNTIME
+        rt = handler.runtime()
         expected = rt.scorer.predict(rt.vectorizer([dict(e, avg_amount_30d=3.5) for e in evs]).matrix)
         items = items_by_id(resources)
         got = [float(items[e["event_id"]]["score"]["N"]) for e in evs]
@@ -228,4 +253,4 @@ def test_stream_events_are_enriched_from_the_feature_table(resources, monkeypatc
         assert got != [float(f"{s:.9f}") for s in unenriched.tolist()]  # the table's value made a difference
         assert rt.enricher.last.hits >= 1  # the second batch was served from the cache
     finally:
-        sys.modules.pop("consumers.handler", None)
+        handler.RUNTIME.reset()

@@ -1,5 +1,6 @@
 """Loading a bundle from S3 (moto server over HTTP): downloaded once per container into the cache, verified
-every time, and a tampered object fails with the URI in the message (model/bundle.py)."""
+every time, and a tampered object fails with the URI in the message (consumers/core/bundle.py)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from consumers.errors import ModelError
-from model.bundle import BUNDLE_FILES, load_bundle
+from consumers.core.bundle import BUNDLE_FILES, load_bundle
+from consumers.core.errors import ModelError
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "model" / "bundles" / "default"
 BUCKET = "models"
@@ -23,8 +24,9 @@ def s3(aws):
     for name in BUNDLE_FILES:
         client.put_object(Bucket=BUCKET, Key=f"default/{name}", Body=(DEFAULT_BUNDLE / name).read_bytes())
     calls: list[str] = []
-    client.meta.events.register("before-call.s3.GetObject",
-                                lambda params, **_: calls.append(params["url_path"]))
+    client.meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: calls.append(params["url_path"])
+    )
     client.get_calls = calls  # type: ignore[attr-defined]
     return client
 

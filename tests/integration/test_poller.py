@@ -1,6 +1,7 @@
-"""The local event-source mapping (consumers/poller.py) against moto server over HTTP: each Lambda semantic
+"""The local event-source mapping (sam/local/poller.py) against moto server over HTTP: each Lambda semantic
 it emulates, with fake handlers that record what they were given (the real handler runs in
 test_end_to_end.py). No fixed sleeps: every wait is a condition with a deadline."""
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,16 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import replace
-from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-from consumers.errors import ConfigError
-from consumers.limits import LAMBDA_INVOKE_PAYLOAD_BYTES
-from consumers.local.resources import create_queue, create_stream, drain_queue, queue_arn
-from consumers.poller import EventSourceSettings, Poller, load_template, slot_of
-from consumers.retry import Backoff
+from consumers.core.errors import ConfigError
+from consumers.core.limits import LAMBDA_INVOKE_PAYLOAD_BYTES
+from consumers.core.retry import Backoff
+from sam.local.poller import EventSourceSettings, Poller, load_template, slot_of
+from sam.local.resources import create_queue, create_stream, drain_queue, queue_arn
 from tests.conftest import REPO
 from tests.faultwrap import client_error
 
@@ -123,8 +122,13 @@ def put(kinesis, stream: str, payloads: list[str], pk: str | list[str] = "pk") -
 
 
 def settings(**kw) -> EventSourceSettings:
-    base = dict(batch_size=100, maximum_batching_window_s=0, starting_position="TRIM_HORIZON",
-                report_batch_item_failures=True, function_timeout_s=30)
+    base = dict(
+        batch_size=100,
+        maximum_batching_window_s=0,
+        starting_position="TRIM_HORIZON",
+        report_batch_item_failures=True,
+        function_timeout_s=30,
+    )
     base.update(kw)
     return EventSourceSettings(**base)
 
@@ -216,15 +220,18 @@ def test_template_reader_resolves_refs_conditions_and_globals(tmp_path):
     assert s.on_failure_destination == "!GetAtt Dlq.Arn" and s.on_failure_logical_id == "Dlq"
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("BatchSize", 0, "BatchSize must be in 1..10000"),
-    ("BatchSize", 10001, "BatchSize must be in 1..10000"),
-    ("MaximumBatchingWindowInSeconds", 301, "MaximumBatchingWindowInSeconds must be in 0..300"),
-    ("ParallelizationFactor", 11, "ParallelizationFactor must be in 1..10"),
-    ("MaximumRetryAttempts", -2, "MaximumRetryAttempts must be in -1..10000"),
-    ("MaximumRecordAgeInSeconds", 59, "MaximumRecordAgeInSeconds must be -1 or in 60..604800"),
-    ("StartingPosition", "EARLIEST", "StartingPosition must be one of"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("BatchSize", 0, "BatchSize must be in 1..10000"),
+        ("BatchSize", 10001, "BatchSize must be in 1..10000"),
+        ("MaximumBatchingWindowInSeconds", 301, "MaximumBatchingWindowInSeconds must be in 0..300"),
+        ("ParallelizationFactor", 11, "ParallelizationFactor must be in 1..10"),
+        ("MaximumRetryAttempts", -2, "MaximumRetryAttempts must be in -1..10000"),
+        ("MaximumRecordAgeInSeconds", 59, "MaximumRecordAgeInSeconds must be -1 or in 60..604800"),
+        ("StartingPosition", "EARLIEST", "StartingPosition must be one of"),
+    ],
+)
 def test_out_of_range_values_name_the_template_and_key(tmp_path, key, value, message):
     src = tmp_path / "fixture.yaml"
     src.write_text(FIXTURE)
@@ -262,8 +269,10 @@ def test_partial_failure_resumes_at_the_lowest_failed_sequence_number(kinesis):
     assert st["partial_failures"] == 1 and st["retries"] == 1 and st["records_done"] == 20
 
 
-@pytest.mark.parametrize("bad", [{"itemIdentifier": "999999"}, {"itemIdentifier": ""}, {"itemIdentifier": None},
-                                 {"sequenceNumber": "1"}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"itemIdentifier": "999999"}, {"itemIdentifier": ""}, {"itemIdentifier": None}, {"sequenceNumber": "1"}],
+)
 def test_an_invalid_item_identifier_fails_the_whole_batch(kinesis, bad):
     create_stream(kinesis, "s", 1)
     payloads = [f"r{i}" for i in range(6)]
@@ -299,8 +308,14 @@ def test_bisect_on_function_error_isolates_the_failing_record(kinesis, sqs):
         return None
 
     fn = Recorder(behaviour)
-    p = poller(kinesis, "s", fn, settings(bisect_batch_on_function_error=True, maximum_retry_attempts=1),
-               sqs_client=sqs, on_failure_queue_url=url)
+    p = poller(
+        kinesis,
+        "s",
+        fn,
+        settings(bisect_batch_on_function_error=True, maximum_retry_attempts=1),
+        sqs_client=sqs,
+        on_failure_queue_url=url,
+    )
     assert p.run_until_idle(idle_s=0.3, timeout_s=20)
     # THEN the batch is split in halves, first half first, down to r5 alone, which is retried once
     # (splitting does not consume the retry quota) and then given up on
@@ -310,9 +325,15 @@ def test_bisect_on_function_error_isolates_the_failing_record(kinesis, sqs):
     assert st["bisects"] == 3 and st["records_done"] == 7 and st["on_failure_records"] == 1
     (msg,) = [json.loads(m["Body"]) for m in drain_queue(sqs, url)]
     info = msg["KinesisBatchInfo"]
-    assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == (seqs[5], seqs[5], 1)
+    assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == (
+        seqs[5],
+        seqs[5],
+        1,
+    )
     assert msg["requestContext"]["condition"] == "RetryAttemptsExhausted"
-    assert msg["requestContext"]["approximateInvokeCount"] == 5  # the full batch, 2 halves containing it, 2 alone
+    assert (
+        msg["requestContext"]["approximateInvokeCount"] == 5
+    )  # the full batch, 2 halves containing it, 2 alone
 
 
 def test_retry_exhaustion_sends_the_on_failure_message_and_moves_on(kinesis, sqs):
@@ -347,13 +368,20 @@ def test_retry_exhaustion_sends_the_on_failure_message_and_moves_on(kinesis, sqs
     rc = msg["requestContext"]
     assert rc["condition"] == "RetryAttemptsExhausted" and rc["approximateInvokeCount"] == 3
     assert rc["functionArn"].startswith("arn:aws:lambda:") and rc["requestId"]
-    assert msg["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}
+    assert msg["responseContext"] == {
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+        "functionError": "Unhandled",
+    }
     info = msg["KinesisBatchInfo"]
     assert info == {
-        "shardId": "shardId-000000000000", "startSequenceNumber": seqs[0], "endSequenceNumber": seqs[-1],
+        "shardId": "shardId-000000000000",
+        "startSequenceNumber": seqs[0],
+        "endSequenceNumber": seqs[-1],
         "approximateArrivalOfFirstRecord": info["approximateArrivalOfFirstRecord"],
         "approximateArrivalOfLastRecord": info["approximateArrivalOfLastRecord"],
-        "batchSize": 6, "streamArn": arn,
+        "batchSize": 6,
+        "streamArn": arn,
     }
     assert info["approximateArrivalOfFirstRecord"].endswith("Z") and queue_arn(sqs, url)
 
@@ -363,14 +391,20 @@ def test_partial_failures_count_against_the_retry_limit(kinesis, sqs):
     payloads = [f"r{i}" for i in range(6)]
     seqs = put(kinesis, "s", payloads)
     url = create_queue(sqs, "failures")
-    fn = Recorder(lambda batch, s, n: {"batchItemFailures": [{"itemIdentifier": seqs[2]}]} if "r2" in batch else None)
+    fn = Recorder(
+        lambda batch, s, n: {"batchItemFailures": [{"itemIdentifier": seqs[2]}]} if "r2" in batch else None
+    )
     p = poller(kinesis, "s", fn, settings(maximum_retry_attempts=1), sqs_client=sqs, on_failure_queue_url=url)
     assert p.run_until_idle(idle_s=0.3, timeout_s=20)
     assert fn.delivered() == [payloads, payloads[2:]]
     (m,) = drain_queue(sqs, url)
     msg = json.loads(m["Body"])
     info = msg["KinesisBatchInfo"]
-    assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == (seqs[2], seqs[5], 4)
+    assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == (
+        seqs[2],
+        seqs[5],
+        4,
+    )
     assert "functionError" not in msg["responseContext"]  # the function succeeded; it reported failures
 
 
@@ -380,8 +414,15 @@ def test_records_older_than_the_maximum_age_are_given_up_on(kinesis, sqs):
     url = create_queue(sqs, "failures")
     fn = Recorder()
     later = lambda: time.time() + 3600  # noqa: E731  (an hour from now: both records are 1 h old)
-    p = poller(kinesis, "s", fn, settings(maximum_record_age_s=60), sqs_client=sqs, on_failure_queue_url=url,
-               clock=later)
+    p = poller(
+        kinesis,
+        "s",
+        fn,
+        settings(maximum_record_age_s=60),
+        sqs_client=sqs,
+        on_failure_queue_url=url,
+        clock=later,
+    )
     assert p.run_until_idle(idle_s=0.3, timeout_s=20)
     assert fn.delivered() == []
     (m,) = drain_queue(sqs, url)
@@ -424,7 +465,10 @@ def test_no_empty_batch_one_shard_per_batch_and_batch_size_honoured(kinesis):
         assert {r["eventID"].partition(":")[0] for r in c["event"]["Records"]} == {c["shard"]}
         assert {r["eventSourceARN"] for r in c["event"]["Records"]} == {arn}
         k = c["event"]["Records"][0]
-        assert k["eventID"] == f"{c['shard']}:{k['kinesis']['sequenceNumber']}" and k["eventSource"] == "aws:kinesis"
+        assert (
+            k["eventID"] == f"{c['shard']}:{k['kinesis']['sequenceNumber']}"
+            and k["eventSource"] == "aws:kinesis"
+        )
         assert isinstance(k["kinesis"]["approximateArrivalTimestamp"], float)
     assert p.stats.summary()["empty_batches"] == 0
 
@@ -471,11 +515,13 @@ def test_parallelization_factor_keeps_order_per_partition_key(kinesis):
             pks.append(k)
     fn = Recorder()
     fn.delay_s = 0.01
-    p = poller(kinesis, "s", fn, settings(batch_size=20, parallelization_factor=4), serialize_invocations=False)
+    p = poller(
+        kinesis, "s", fn, settings(batch_size=20, parallelization_factor=4), serialize_invocations=False
+    )
     p.start()
     try:
         for k in range(0, len(payloads), 100):  # arriving over time
-            put(kinesis, "s", payloads[k:k + 100], pk=pks[k:k + 100])
+            put(kinesis, "s", payloads[k : k + 100], pk=pks[k : k + 100])
         assert p.wait_idle(0.3, timeout_s=30)
     finally:
         p.stop()
@@ -512,8 +558,12 @@ def test_merged_child_is_read_only_after_both_parents(kinesis):
     payloads = [f"p{i}" for i in range(60)]
     put(kinesis, "s", payloads, pk=[f"k{i}" for i in range(60)])
     shards = kinesis.list_shards(StreamName="s")["Shards"]
-    kinesis.merge_shards(StreamName="s", ShardToMerge=shards[0]["ShardId"], AdjacentShardToMerge=shards[1]["ShardId"])
-    child = [s["ShardId"] for s in kinesis.list_shards(StreamName="s")["Shards"] if s.get("AdjacentParentShardId")][0]
+    kinesis.merge_shards(
+        StreamName="s", ShardToMerge=shards[0]["ShardId"], AdjacentShardToMerge=shards[1]["ShardId"]
+    )
+    child = [
+        s["ShardId"] for s in kinesis.list_shards(StreamName="s")["Shards"] if s.get("AdjacentParentShardId")
+    ][0]
     fn = Recorder()
     fn.delay_s = 0.01
     # WHEN the poller reads the stream (parents concurrently, batches of 5, invocations not serialized)
@@ -547,9 +597,11 @@ def test_split_children_are_found_while_running_and_read_after_the_parent_ends(k
         kinesis.split_shard(StreamName="s", ShardToSplit=parent, NewStartingHashKey=str(2**127))
         wait_for(lambda: p.stats.summary()["shards_finished"] == [parent], what="the parent to end")
         assert p.wait_idle(0.3, timeout_s=20)
-        children = [s["ShardId"] for s in kinesis.list_shards(StreamName="s")["Shards"] if s.get("ParentShardId")]
+        children = [
+            s["ShardId"] for s in kinesis.list_shards(StreamName="s")["Shards"] if s.get("ParentShardId")
+        ]
         assert len(children) == 2
-        assert all(p._shards[c].started for c in children)  # noqa: SLF001 - reading, from TRIM_HORIZON
+        assert all(p._shards[c].started for c in children)
     finally:
         p.stop()
     assert [x for d in fn.delivered() for x in d] == first and {c["shard"] for c in fn.calls} == {parent}
@@ -582,7 +634,9 @@ def test_throttled_and_expired_iterators_back_off_and_resume(kinesis):
     put(kinesis, "s", payloads)
     faulty = FaultyKinesis(kinesis, throttles=3)
     fn = Recorder()
-    p = poller(faulty, "s", fn, settings(), read_backoff=Backoff(base_s=0.001, cap_s=0.01, max_attempts=10**6))
+    p = poller(
+        faulty, "s", fn, settings(), read_backoff=Backoff(base_s=0.001, cap_s=0.01, max_attempts=10**6)
+    )
     assert p.run_until_idle(idle_s=0.3, timeout_s=20)
     assert [x for d in fn.delivered() for x in d] == payloads  # each record once, in order
     st = p.stats.summary()
@@ -606,7 +660,7 @@ def test_starting_position_latest_skips_older_records(kinesis):
 
 # ------------------------------------------------------------------------------------------- CLI
 def cli_handler(event, context):
-    """Used by the CLI test below (python -m consumers.poller --handler tests.integration.test_poller.cli_handler)."""
+    """Used by the CLI test below (python -m sam.local.poller --handler tests.integration.test_poller.cli_handler)."""
     time.sleep(SLOW_HANDLER_S)
     return {"batchItemFailures": []}
 
@@ -615,10 +669,27 @@ def test_cli_stops_cleanly_on_ctrl_c(kinesis):
     create_stream(kinesis, "s", 2)
     put(kinesis, "s", [f"r{i}" for i in range(50)], pk=[f"k{i}" for i in range(50)])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "consumers.poller", "--stream", "s", "--template", str(TEMPLATE),
-         "--handler", "tests.integration.test_poller.cli_handler", "--poll-interval", "0.05", "--log-level", "INFO"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "sam.local.poller",
+            "--stream",
+            "s",
+            "--template",
+            str(TEMPLATE),
+            "--handler",
+            "tests.integration.test_poller.cli_handler",
+            "--poll-interval",
+            "0.05",
+            "--log-level",
+            "INFO",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines: list[str] = []
         end = time.monotonic() + 30

@@ -1,5 +1,6 @@
 """Producer against a moto server over HTTP: every event published arrives exactly once (plain and KPL
 aggregated), and the CLI works end to end with the environment the local mode uses."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,10 @@ import boto3
 import orjson
 import pytest
 
-from consumers import kpl
-from consumers.features import Vectorizer
-from model.schema import FeatureSchema
+from consumers.core import kpl
+from consumers.core.features import Vectorizer
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH
 from model.synthetic import generate_events
 from producer import Publisher
 from tests.conftest import REPO
@@ -33,8 +35,9 @@ def read_stream(client) -> list[tuple[str, str, int | None, bytes]]:
     out = []
     shards = [s["ShardId"] for s in client.list_shards(StreamName=STREAM)["Shards"]]
     for shard in shards:
-        it = client.get_shard_iterator(StreamName=STREAM, ShardId=shard,
-                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = client.get_shard_iterator(StreamName=STREAM, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         while it:
             resp = client.get_records(ShardIterator=it, Limit=10_000)
             for r in resp["Records"]:
@@ -62,10 +65,11 @@ def kinesis(aws):
 @pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "kpl-aggregated"])
 def test_every_event_arrives_exactly_once(kinesis, aggregate):
     # GIVEN 2,000 valid events and a stream of 2 shards
-    events = generate_events(FeatureSchema.load(), 2000, seed=7)
+    events = generate_events(FeatureSchema.load(DEFAULT_SCHEMA_PATH), 2000, seed=7)
     # WHEN they are published (plain, or packed in KPL aggregates of up to 16 KB)
-    report = Publisher(kinesis, STREAM, aggregate=aggregate, aggregate_max_bytes=16_384,
-                       keep_results=True).publish(events)
+    report = Publisher(
+        kinesis, STREAM, aggregate=aggregate, aggregate_max_bytes=16_384, keep_results=True
+    ).publish(events)
     # THEN the report says all were written ...
     assert report.ok and report.records_sent == 2000
     assert report.kinesis_records < 200 if aggregate else report.kinesis_records == 2000
@@ -83,15 +87,30 @@ def test_every_event_arrives_exactly_once(kinesis, aggregate):
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "producer", *args], cwd=REPO, env=dict(os.environ),
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "producer", *args],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_publish_mixes_malformed_records_and_prints_a_json_report(kinesis):
     # GIVEN the moto env (AWS_ENDPOINT_URL, fake credentials) in the environment, and a stream
     # WHEN the CLI publishes 300 records, 10% malformed
-    proc = cli("publish", "--stream", STREAM, "--count", "300", "--malformed-fraction", "0.1", "--seed", "3",
-               "--quiet")
+    proc = cli(
+        "publish",
+        "--stream",
+        STREAM,
+        "--count",
+        "300",
+        "--malformed-fraction",
+        "0.1",
+        "--seed",
+        "3",
+        "--quiet",
+    )
     # THEN it exits 0, prints one JSON report on stdout and nothing on stderr (quiet)
     assert proc.returncode == 0, proc.stderr.decode()
     report = orjson.loads(proc.stdout)
@@ -106,7 +125,10 @@ def test_cli_publish_mixes_malformed_records_and_prints_a_json_report(kinesis):
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(value, dict) and not Vectorizer(FeatureSchema.load())([value]).errors:
+        if (
+            isinstance(value, dict)
+            and not Vectorizer(FeatureSchema.load(DEFAULT_SCHEMA_PATH))([value]).errors
+        ):
             valid.append(value)
     assert len(valid) == 270
 
@@ -128,6 +150,6 @@ def test_cli_generate_writes_n_valid_json_lines():
     assert proc.returncode == 0, proc.stderr.decode()
     lines = proc.stdout.splitlines()
     events = [orjson.loads(line) for line in lines]
-    schema = FeatureSchema.load()
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
     assert len(events) == 50 and Vectorizer(schema)(events).errors == {}
     assert events == generate_events(schema, 50, seed=2)

@@ -1,5 +1,6 @@
 """S3 batch scoring end to end over HTTP against moto server: the S3 event in, the scored file, `.rejected` and the
 items out; formats, idempotent re-runs, chunk-size independence, multipart output, loops, failures, memory."""
+
 from __future__ import annotations
 
 import csv
@@ -7,40 +8,45 @@ import importlib
 import io
 import json
 import sys
-import time
 
 import orjson
 import pytest
 
-from consumers.errors import ConfigError
-from consumers.features import Vectorizer
-from consumers.local.context import LambdaContext
-from consumers.local.resources import create_scores_table, scan_all
-from consumers.local.s3_demo import MALFORMED_CSV, csv_header, csv_rows, generate_file, s3_put_event
-from model.schema import FeatureSchema
+from consumers.core.errors import ConfigError
+from consumers.core.features import Vectorizer
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH
+from sam.local.context import LambdaContext
+from sam.local.resources import create_scores_table, scan_all
+from sam.local.s3_demo import MALFORMED_CSV, csv_header, csv_rows, generate_file, s3_put_event
 from tests.faultwrap import FaultyDynamoDB
 
 BUCKET = "batch-bucket"
-SCHEMA = FeatureSchema.load()
+SCHEMA = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 
 
 @pytest.fixture
 def batch(boto_session, monkeypatch, tmp_path):
-    """consumers.s3_batch cold-started against moto: a bucket, the scores table, prefixes in/ -> out/."""
+    """consumers.s3_handler cold-started against moto: a bucket, the scores table, prefixes in/ -> out/."""
     s3, ddb = boto_session.client("s3"), boto_session.client("dynamodb")
     s3.create_bucket(Bucket=BUCKET)
     create_scores_table(ddb, "scores")
-    for k, v in {"MODEL_URI": "model/bundles/default", "MODEL_CACHE_DIR": str(tmp_path / "cache"),
-                 "INPUT_PREFIX": "in/", "OUTPUT_PREFIX": "out/", "SCORES_TABLE": "scores",
-                 "POWERTOOLS_METRICS_DISABLED": "true"}.items():
+    for k, v in {
+        "MODEL_URI": "model/bundles/default",
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "INPUT_PREFIX": "in/",
+        "OUTPUT_PREFIX": "out/",
+        "SCORES_TABLE": "scores",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }.items():
         monkeypatch.setenv(k, v)
-    sys.modules.pop("consumers.s3_batch", None)
-    module = importlib.import_module("consumers.s3_batch")
-    module.RUNTIME = module.cold_start()
+    module = importlib.import_module("consumers.s3_handler")
+    module.RUNTIME.reset()
+    module.runtime()
 
     class Batch:
         mod = module
-        runtime = module.RUNTIME
+        runtime = module.runtime()
 
         def put(self, key: str, data: bytes) -> dict:
             s3.put_object(Bucket=BUCKET, Key=key, Body=data)
@@ -65,8 +71,7 @@ def batch(boto_session, monkeypatch, tmp_path):
     b = Batch()
     b.s3, b.ddb = s3, ddb
     yield b
-    module.RUNTIME.executor.shutdown(wait=True)
-    sys.modules.pop("consumers.s3_batch", None)
+    module.RUNTIME.reset()
 
 
 def gen(fmt: str, rows: int, malformed: int = 0, **kw) -> bytes:
@@ -95,7 +100,10 @@ def test_csv_scored_rejected_and_items(batch):
     # THEN the output has the input's columns plus score and model_version, the 295 valid rows in input order
     (obj,) = result["objects"]
     assert (obj["rows"], obj["scored"], obj["rejected"], obj["items"]) == (300, 295, 5, 295)
-    assert obj["output_key"] == "out/day/2024-01-01.csv" and obj["rejected_key"] == "out/day/2024-01-01.csv.rejected"
+    assert (
+        obj["output_key"] == "out/day/2024-01-01.csv"
+        and obj["rejected_key"] == "out/day/2024-01-01.csv.rejected"
+    )
     inp = read_csv(data)
     out = read_csv(batch.get("out/day/2024-01-01.csv"))
     assert out[0] == inp[0] + ["score", "model_version"]
@@ -103,8 +111,10 @@ def test_csv_scored_rejected_and_items(batch):
     version = batch.runtime.files.scorer.version
     assert {r[-1] for r in out[1:]} == {version}
     # the scores are the stream core's scores for the same events
-    events = [dict(ev, event_id=f"{ev['event_id']}-0")
-              for ev in __import__("model.synthetic", fromlist=["x"]).generate_events(SCHEMA, 300, seed=7)[5:]]
+    events = [
+        dict(ev, event_id=f"{ev['event_id']}-0")
+        for ev in __import__("model.synthetic", fromlist=["x"]).generate_events(SCHEMA, 300, seed=7)[5:]
+    ]
     assert [r[-2] for r in out[1:]] == reference_scores(batch.runtime, events)
     # the rejected rows: line number (the header is line 1), reason, detail naming the field, and the row
     rejected = read_csv(batch.get("out/day/2024-01-01.csv.rejected"))
@@ -116,7 +126,10 @@ def test_csv_scored_rejected_and_items(batch):
     items = batch.items()
     assert len(items) == 295
     first = items[out[1][0]]
-    assert first["shard_id"]["S"] == f"s3://{BUCKET}/in/day/2024-01-01.csv" and first["sequence_number"]["S"] == "7"
+    assert (
+        first["shard_id"]["S"] == f"s3://{BUCKET}/in/day/2024-01-01.csv"
+        and first["sequence_number"]["S"] == "7"
+    )
     assert first["score"]["N"] == out[1][-2] and first["model_version"]["S"] == version
 
 
@@ -150,18 +163,29 @@ def test_csv_quoting_bom_crlf_blank_lines_and_columns_named_score(batch):
     assert out[0] == header + ["score", "model_version"]  # the input's score column is replaced
     assert [r[2] for r in out[1:]] == ['a, "quoted"\nvalue'] * 2
     assert [r[-2] for r in out[1:]] == reference_scores(batch.runtime, ev)
-    assert read_csv(batch.get("out/quoted.csv.rejected")) == [["line", "reason", "detail"] + header + ["score"]]
+    assert read_csv(batch.get("out/quoted.csv.rejected")) == [
+        ["line", "reason", "detail"] + header + ["score"]
+    ]
 
 
 def test_csv_cells_are_typed_like_json(batch):
     header = csv_header(SCHEMA)
     base = __import__("model.synthetic", fromlist=["x"]).generate_events(SCHEMA, 1, seed=5)[0]
     cases = {  # cell -> reason (None: scored)
-        ("amount", "1e2"): None, ("amount", "12"): None, ("card_present", "True"): None,
-        ("card_present", "FALSE"): None, ("customer_age", ""): None,
-        ("hour_of_day", "5.0"): "wrong_type", ("amount", " 5"): "wrong_type", ("amount", "1_000"): "wrong_type",
-        ("amount", "inf"): "wrong_type", ("amount", "NaN"): "wrong_type", ("card_present", "1"): "wrong_type",
-        ("card_present", "yes"): "wrong_type", ("amount", ""): "missing_field", ("amount", "-1"): "out_of_range",
+        ("amount", "1e2"): None,
+        ("amount", "12"): None,
+        ("card_present", "True"): None,
+        ("card_present", "FALSE"): None,
+        ("customer_age", ""): None,
+        ("hour_of_day", "5.0"): "wrong_type",
+        ("amount", " 5"): "wrong_type",
+        ("amount", "1_000"): "wrong_type",
+        ("amount", "inf"): "wrong_type",
+        ("amount", "NaN"): "wrong_type",
+        ("card_present", "1"): "wrong_type",
+        ("card_present", "yes"): "wrong_type",
+        ("amount", ""): "missing_field",
+        ("amount", "-1"): "out_of_range",
         ("hour_of_day", "99999999999999999999999"): "out_of_range",
     }
     events = [dict(base, event_id=f"c{i}", **{field: cell}) for i, (field, cell) in enumerate(cases)]
@@ -169,15 +193,27 @@ def test_csv_cells_are_typed_like_json(batch):
     scored = {r[0] for r in read_csv(batch.get("out/types.csv"))[1:]}
     rejected = {r[3]: r[1] for r in read_csv(batch.get("out/types.csv.rejected"))[1:]}
     for i, expected in enumerate(cases.values()):
-        assert (rejected.get(f"c{i}") if expected else f"c{i}" in scored) == (expected or True), list(cases)[i]
+        assert (rejected.get(f"c{i}") if expected else f"c{i}" in scored) == (expected or True), list(cases)[
+            i
+        ]
 
 
 def test_bad_rows_lines_and_bytes_are_rejected_one_by_one(batch, monkeypatch):
     header = csv_header(SCHEMA)
     good = csv_rows(__import__("model.synthetic", fromlist=["x"]).generate_events(SCHEMA, 3, seed=9), header)
     lines = good.splitlines(keepends=True)
-    data = (",".join(header).encode() + b"\n" + lines[0] + b"too,few,cells\n" + b"\xff\xfe" + lines[1]
-            + b"x" * 70_000 + b"\n" + b"a\x00b\n" + lines[2])
+    data = (
+        ",".join(header).encode()
+        + b"\n"
+        + lines[0]
+        + b"too,few,cells\n"
+        + b"\xff\xfe"
+        + lines[1]
+        + b"x" * 70_000
+        + b"\n"
+        + b"a\x00b\n"
+        + lines[2]
+    )
     batch.run("in/bad.csv", data)
     assert [r[0] for r in read_csv(batch.get("out/bad.csv"))[1:]] == ["evt-9-0000000000", "evt-9-0000000002"]
     rejected = batch.get("out/bad.csv.rejected").split(b"\n")
@@ -191,7 +227,9 @@ def test_a_file_without_the_columns_it_needs_is_rejected_whole(batch):
     batch.run("in/noamount.csv", csv_rows([dict(zip(header, header))], header) + b"x\n")
     assert batch.keys("out/") == ["out/noamount.csv.rejected"]
     assert read_csv(batch.get("out/noamount.csv.rejected")) == [
-        ["line", "reason", "detail"], ["1", "bad_header", "required columns missing: amount"]]
+        ["line", "reason", "detail"],
+        ["1", "bad_header", "required columns missing: amount"],
+    ]
 
 
 def test_an_enrichable_required_column_may_be_absent(batch, features_table):
@@ -207,15 +245,22 @@ def test_an_enrichable_required_column_may_be_absent(batch, features_table):
 
 @pytest.fixture
 def features_table(batch):
-    from consumers.enrichment import FeatureTableEnricher
-    from consumers.local.s3_demo import create_feature_table, seed_feature_table
-    from consumers.retry import Backoff
+    from consumers.aws.feature_table import FeatureTableEnricher
+    from consumers.core.retry import Backoff
     from model.synthetic import generate_events
+    from sam.local.s3_demo import create_feature_table, seed_feature_table
 
     create_feature_table(batch.ddb, "features")
-    seed_feature_table(batch.ddb, "features", sorted({e["account_id"] for e in generate_events(SCHEMA, 50, seed=7)}))
-    return FeatureTableEnricher(batch.ddb, "features", schema=SCHEMA, features=("avg_amount_30d", "chargebacks_180d"),
-                                backoff=Backoff(sleep=lambda s: None))
+    seed_feature_table(
+        batch.ddb, "features", sorted({e["account_id"] for e in generate_events(SCHEMA, 50, seed=7)})
+    )
+    return FeatureTableEnricher(
+        batch.ddb,
+        "features",
+        schema=SCHEMA,
+        features=("avg_amount_30d", "chargebacks_180d"),
+        backoff=Backoff(sleep=lambda s: None),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ JSON Lines
@@ -224,7 +269,13 @@ def features_table(batch):
 def test_json_lines(batch):
     events = __import__("model.synthetic", fromlist=["x"]).generate_events(SCHEMA, 40, seed=4)
     lines = [orjson.dumps(e) for e in events]
-    broken = [b"{not json", b"[1, 2]", b'{"event_id": "d", "event_id": "d"}', b'{"event_id": "n"}', b"\xff\xfe{}"]
+    broken = [
+        b"{not json",
+        b"[1, 2]",
+        b'{"event_id": "d", "event_id": "d"}',
+        b'{"event_id": "n"}',
+        b"\xff\xfe{}",
+    ]
     data = b"\n".join(lines[:20] + [b"", b"   "] + broken + lines[20:]) + b"\n"
     result = batch.run("in/events.jsonl", data)
     assert (result["objects"][0]["scored"], result["objects"][0]["rejected"]) == (40, 5)
@@ -235,11 +286,19 @@ def test_json_lines(batch):
     scores = reference_scores(batch.runtime, events)
     assert [o["score"] for o in out] == [float(s) for s in scores]
     # the score is written as the table writes it: 9 decimals
-    assert batch.get("out/events.jsonl").splitlines()[0].endswith(
-        f',"score":{scores[0]},"model_version":"{version}"}}'.encode())
+    assert (
+        batch.get("out/events.jsonl")
+        .splitlines()[0]
+        .endswith(f',"score":{scores[0]},"model_version":"{version}"}}'.encode())
+    )
     rejected = [orjson.loads(line) for line in batch.get("out/events.jsonl.rejected").splitlines()]
     assert [(r["line"], r["reason"]) for r in rejected] == [
-        (23, "bad_json"), (24, "not_object"), (25, "duplicate_key"), (26, "missing_field"), (27, "not_utf8")]
+        (23, "bad_json"),
+        (24, "not_object"),
+        (25, "duplicate_key"),
+        (26, "missing_field"),
+        (27, "not_utf8"),
+    ]
     assert rejected[0]["data"] == "{not json" and rejected[4]["data_base64"] == "//57fQ=="
 
 
@@ -277,14 +336,14 @@ def test_unknown_format_gets_a_rejected_file_only(batch):
 def test_output_under_the_input_prefix_fails_the_cold_start(batch, monkeypatch):
     monkeypatch.setenv("OUTPUT_PREFIX", "in/scored/")
     with pytest.raises(ConfigError, match="INPUT_PREFIX.*OUTPUT_PREFIX"):
-        batch.mod.cold_start()
+        batch.mod.RUNTIME.cold_start()
     monkeypatch.delenv("OUTPUT_PREFIX")
     with pytest.raises(ConfigError, match="OUTPUT_PREFIX"):
-        batch.mod.cold_start()
+        batch.mod.RUNTIME.cold_start()
 
 
 def test_large_output_is_a_multipart_upload(batch):
-    from consumers.s3_batch import MIN_PART_BYTES
+    from consumers.aws.s3 import MIN_PART_BYTES
 
     batch.runtime.part_bytes = MIN_PART_BYTES
     calls = []
@@ -307,13 +366,14 @@ def test_large_output_is_a_multipart_upload(batch):
 
 
 def test_unwritten_items_fail_the_invocation_after_the_output_is_complete(batch):
-    from consumers.retry import Backoff
-    from consumers.sink import DynamoDBSink
+    from consumers.aws.dynamodb import DynamoDBSink
+    from consumers.core.retry import Backoff
 
     # whichever writer SCORES_WRITER picks, a table that throttles everything
     working = batch.runtime.files.sink
-    batch.runtime.files.sink = DynamoDBSink(FaultyDynamoDB(batch.ddb, always_throttle=True), "scores",
-                                            backoff=Backoff(base_s=0.01))
+    batch.runtime.files.sink = DynamoDBSink(
+        FaultyDynamoDB(batch.ddb, always_throttle=True), "scores", backoff=Backoff(base_s=0.01)
+    )
     batch.runtime.files.stop_margin_s = 0.0
     data = gen("csv", 50)
     with pytest.raises(batch.mod.BatchError, match="unwritten"):
@@ -391,8 +451,8 @@ MEASURE = """
 import json, os, resource, sys, threading, time
 os.chdir(sys.argv[1])
 sys.path.insert(0, sys.argv[1])
-from consumers import s3_batch
-from consumers.local.s3_demo import s3_put_event
+from consumers import s3_handler as s3_batch
+from sam.local.s3_demo import s3_put_event
 PAGE = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:
@@ -423,8 +483,14 @@ def measure_rss(batch, small_key: str, large_key: str) -> dict:
 
     from tests.conftest import REPO
 
-    proc = subprocess.run([sys.executable, "-c", MEASURE, str(REPO), BUCKET, small_key, large_key],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ), cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(REPO), BUCKET, small_key, large_key],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -443,6 +509,8 @@ def test_memory_stays_bounded_on_a_large_file(batch):
     m = measure_rss(batch, "in/small.csv", "in/large.csv")
     assert m["object"]["scored"] == 160_000
     growth = m["peak"] - m["before"]
-    print(f"\n{size / 2**20:.0f} MiB CSV: RSS {m['before'] / 2**20:.0f} -> {m['peak'] / 2**20:.0f} MiB "
-          f"(+{growth / 2**20:.0f} MiB), {m['wall_s']:.1f} s")
+    print(
+        f"\n{size / 2**20:.0f} MiB CSV: RSS {m['before'] / 2**20:.0f} -> {m['peak'] / 2**20:.0f} MiB "
+        f"(+{growth / 2**20:.0f} MiB), {m['wall_s']:.1f} s"
+    )
     assert growth < 64 * 2**20, f"RSS grew by {growth / 2**20:.0f} MiB on a {size / 2**20:.0f} MiB file"

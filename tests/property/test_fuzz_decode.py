@@ -11,6 +11,7 @@ Properties:
     (``\\u003a`` is a colon, ``\\u0061`` an ``a``), colons and quotes inside strings, nesting, and wherever
     the record falls in the check's chunks.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,30 +19,41 @@ import json
 from unittest import mock
 
 import orjson
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-from consumers import decode, kpl
-from consumers.decode import decode_event
-from consumers.features import Vectorizer
-from consumers.limits import KPL_MAGIC
-from consumers.pipeline import process_batch
-from consumers.retry import Deadline
-from consumers.types import Reason
-from model.schema import FeatureSchema
+from consumers.core import decode, kpl
+from consumers.core.decode import decode_event
+from consumers.core.features import Vectorizer
+from consumers.core.limits import KPL_MAGIC
+from consumers.core.pipeline import process_batch
+from consumers.core.retry import Deadline
+from consumers.core.schema import FeatureSchema
+from consumers.core.types import Reason
+from model import DEFAULT_SCHEMA_PATH
 from tests.conftest import load_event
 from tests.helpers import MemoryQuarantine, MemorySink, event_of
 
-SCHEMA = FeatureSchema.load()
+SCHEMA = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 VEC = Vectorizer(SCHEMA)
 BASE = orjson.loads(base64.b64decode(load_event("kinesis_valid.json")["Records"][0]["kinesis"]["data"]))
 MAX = 4096
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = dict(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 def run(scorer, payloads):
     event = event_of(payloads)
-    out = process_batch(event, scorer=scorer, vectorizer=VEC, sink=MemorySink(), quarantine=MemoryQuarantine(),
-                        deadline=Deadline(30), max_event_bytes=MAX)
+    out = process_batch(
+        event,
+        scorer=scorer,
+        vectorizer=VEC,
+        sink=MemorySink(),
+        quarantine=MemoryQuarantine(),
+        deadline=Deadline(30),
+        max_event_bytes=MAX,
+    )
     return event, out
 
 
@@ -53,13 +65,17 @@ def assert_accounted(event, out):
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     assert {s for s, _ in everything} == set(seqs), "a record is missing"
     for r in event["Records"]:
-        subs = sorted((sub for seq, sub in everything if seq == r["kinesis"]["sequenceNumber"]),
-                      key=lambda x: -1 if x is None else x)
+        subs = sorted(
+            (sub for seq, sub in everything if seq == r["kinesis"]["sequenceNumber"]),
+            key=lambda x: -1 if x is None else x,
+        )
         if not base64.b64decode(r["kinesis"]["data"]).startswith(KPL_MAGIC):
             assert subs == [None]
         else:
             assert subs == [None] or subs == list(range(len(subs)))
-    assert out.retried == [] and out.response == {"batchItemFailures": []}  # nothing to retry: sink and DLQ are up
+    assert out.retried == [] and out.response == {
+        "batchItemFailures": []
+    }  # nothing to retry: sink and DLQ are up
     for r in out.quarantined:
         assert type(r.reason) is Reason
         assert len(r.detail) < 200
@@ -70,7 +86,8 @@ raw_bytes = st.one_of(
     st.binary(max_size=300),
     st.binary(max_size=60).map(lambda b: KPL_MAGIC + b),  # an "aggregate" of noise
     st.lists(st.binary(max_size=40), min_size=1, max_size=4).map(  # a real aggregate of random payloads
-        lambda ps: kpl.aggregate([("k", p) for p in ps])),
+        lambda ps: kpl.aggregate([("k", p) for p in ps])
+    ),
     st.binary(min_size=MAX - 2, max_size=MAX + 2),  # around the size cap
 )
 
@@ -83,12 +100,22 @@ def test_random_bytes_never_crash_and_every_record_is_accounted_for(scorer, payl
 
 
 # --- (a)-(c): random JSON -----------------------------------------------------------------------------
-scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
-           | st.text(max_size=12))
-json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
-                           max_leaves=20)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    scalars,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+    max_leaves=20,
+)
 number_texts = st.one_of(
-    st.integers(min_value=20, max_value=400).map(lambda n: "9" * n),  # big integers as text (orjson: float or inf)
+    st.integers(min_value=20, max_value=400).map(
+        lambda n: "9" * n
+    ),  # big integers as text (orjson: float or inf)
     st.integers(min_value=-400, max_value=400).map(lambda e: f"1e{e}"),
     st.sampled_from(["NaN", "Infinity", "-Infinity", "1.5e308", "-0", "0.0000001", "1E+2"]),
 )
@@ -97,7 +124,9 @@ number_texts = st.one_of(
 @st.composite
 def json_payloads(draw):
     kind = draw(st.integers(0, 4))
-    if kind == 0:  # any JSON value (objects, arrays, scalars, unicode), as the stdlib writes it (big ints too)
+    if (
+        kind == 0
+    ):  # any JSON value (objects, arrays, scalars, unicode), as the stdlib writes it (big ints too)
         return json.dumps(draw(json_values), ensure_ascii=draw(st.booleans())).encode("utf-8")
     if kind == 1:  # a valid event with fields removed or replaced by arbitrary values
         ev = dict(BASE)
@@ -157,8 +186,16 @@ def json_text(draw, depth: int) -> str:
     if kind == 3:
         items = [json_text(draw, depth + 1) for _ in range(draw(st.integers(0, 3)))]
         return "[" + ",".join(draw(WS) + i + draw(WS) for i in items) + "]"
-    members = [draw(WS) + draw(text_strings(KEYS)) + draw(WS) + ":" + draw(WS) + json_text(draw, depth + 1) + draw(WS)
-               for _ in range(draw(st.integers(0, 4)))]
+    members = [
+        draw(WS)
+        + draw(text_strings(KEYS))
+        + draw(WS)
+        + ":"
+        + draw(WS)
+        + json_text(draw, depth + 1)
+        + draw(WS)
+        for _ in range(draw(st.integers(0, 4)))
+    ]
     return "{" + ",".join(members) + "}"
 
 
@@ -179,6 +216,7 @@ def has_repeated_key(text: str) -> bool:
         if len({k for k, _ in pairs}) != len(pairs):
             raise Repeated
         return dict(pairs)
+
     try:
         json.loads(text, object_pairs_hook=hook)
     except Repeated:
@@ -189,8 +227,11 @@ def has_repeated_key(text: str) -> bool:
 CLEAN = orjson.dumps(BASE)  # a real event (its event_time has colons): fills chunks around the fuzzed records
 
 
-@given(st.lists(objects_text(), min_size=1, max_size=12), st.lists(st.integers(0, 3), min_size=12, max_size=12),
-       st.sampled_from([1, 2, 3, 256]))
+@given(
+    st.lists(objects_text(), min_size=1, max_size=12),
+    st.lists(st.integers(0, 3), min_size=12, max_size=12),
+    st.sampled_from([1, 2, 3, 256]),
+)
 @settings(max_examples=250, deadline=None)
 def test_duplicate_keys_are_found_exactly(texts, padding, chunk):
     payloads: list[bytes] = []
@@ -205,8 +246,9 @@ def test_duplicate_keys_are_found_exactly(texts, padding, chunk):
     with mock.patch.object(decode, "_CHUNK", chunk):
         result = decode_event(event_of(payloads), max_event_bytes=1 << 20)
     seq_index = {r.position.sequence_number: i for i, r in enumerate(result.rejected)}
-    found = {i for i, p in enumerate(event_of(payloads)["Records"])
-             if p["kinesis"]["sequenceNumber"] in seq_index}
+    found = {
+        i for i, p in enumerate(event_of(payloads)["Records"]) if p["kinesis"]["sequenceNumber"] in seq_index
+    }
     assert all(r.reason is Reason.DUPLICATE_KEY for r in result.rejected)
     assert found == expected  # no duplicate escapes, no false positive
     assert len(result.decoded) == len(payloads) - len(expected)
@@ -218,7 +260,19 @@ def test_a_key_repeated_through_an_escape_is_a_duplicate(key, other, ws1, ws2):
     # GIVEN the same key written once as is and once fully escaped (\u0061 for "a", \u003a for ":")
     plain = render_string(key, [], False)
     escaped = render_string(key, [True] * len(key), True)
-    text = "{" + plain + ws1 + ":1," + render_string(other, [], False) + ":" + '"\\u003a"' + "," + escaped + ws2 + ":2}"
+    text = (
+        "{"
+        + plain
+        + ws1
+        + ":1,"
+        + render_string(other, [], False)
+        + ":"
+        + '"\\u003a"'
+        + ","
+        + escaped
+        + ws2
+        + ":2}"
+    )
     assume(other != key)
     # WHEN decoded THEN it is a duplicate
     result = decode_event(event_of([text.encode()]), max_event_bytes=MAX)

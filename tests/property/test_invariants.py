@@ -3,30 +3,38 @@
 (b) vectorizing a batch equals stacking the one-record vectorizations;
 (c) the response only names sequence numbers from the batch.
 """
+
 import base64
 
 import numpy as np
 import orjson
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from consumers import kpl
-from consumers.features import Vectorizer
-from consumers.limits import KPL_MAGIC
-from consumers.pipeline import process_batch
-from consumers.retry import Deadline
-from model.schema import FeatureSchema
+from consumers.core import kpl
+from consumers.core.features import Vectorizer
+from consumers.core.limits import KPL_MAGIC
+from consumers.core.pipeline import process_batch
+from consumers.core.retry import Deadline
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH
 from tests.conftest import load_event
 from tests.helpers import MemoryQuarantine, MemorySink, event_of
 
-SCHEMA = FeatureSchema.load()
+SCHEMA = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 VEC = Vectorizer(SCHEMA)
 BASE = orjson.loads(base64.b64decode(load_event("kinesis_valid.json")["Records"][0]["kinesis"]["data"]))
 FIELDS = SCHEMA.names + [SCHEMA.id_field]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=6)
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=6,
+)
 
 
 @st.composite
@@ -45,19 +53,34 @@ payloads = st.one_of(
     events().map(orjson.dumps),
     st.binary(max_size=40),  # random bytes: bad JSON, not UTF-8, empty, sometimes valid JSON scalars
     json_values.map(orjson.dumps),
-    st.lists(events().map(orjson.dumps), min_size=1, max_size=4).map(lambda ps: kpl.aggregate([("k", p) for p in ps])),
+    st.lists(events().map(orjson.dumps), min_size=1, max_size=4).map(
+        lambda ps: kpl.aggregate([("k", p) for p in ps])
+    ),
     st.binary(min_size=1, max_size=30).map(lambda b: KPL_MAGIC + b),  # broken aggregates
-    events().map(lambda e: orjson.dumps(e).replace(b'"amount":', b'"amount":1e400,"x":', 1)),  # huge number literal
-    events().map(lambda e: orjson.dumps(e).replace(b'"hour_of_day":', b'"hour_of_day":99999999999999999999999,"y":', 1)),
+    events().map(
+        lambda e: orjson.dumps(e).replace(b'"amount":', b'"amount":1e400,"x":', 1)
+    ),  # huge number literal
+    events().map(
+        lambda e: orjson.dumps(e).replace(b'"hour_of_day":', b'"hour_of_day":99999999999999999999999,"y":', 1)
+    ),
 )
 
 
-@given(st.lists(payloads, max_size=25), st.sets(st.sampled_from([f"id-{i}" for i in range(6)])), st.booleans())
+@given(
+    st.lists(payloads, max_size=25), st.sets(st.sampled_from([f"id-{i}" for i in range(6)])), st.booleans()
+)
 @settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_every_record_ends_in_exactly_one_state(scorer, batch, unwritable, dlq_down):
     event = event_of(batch)
-    out = process_batch(event, scorer=scorer, vectorizer=VEC, sink=MemorySink(fail=unwritable),
-                        quarantine=MemoryQuarantine(fail_all=dlq_down), deadline=Deadline(30), max_event_bytes=65536)
+    out = process_batch(
+        event,
+        scorer=scorer,
+        vectorizer=VEC,
+        sink=MemorySink(fail=unwritable),
+        quarantine=MemoryQuarantine(fail_all=dlq_down),
+        deadline=Deadline(30),
+        max_event_bytes=65536,
+    )
     scored = [(p.sequence_number, p.sub_sequence_number) for p in out.scored]
     quarantined = [(r.position.sequence_number, r.position.sub_sequence_number) for r in out.quarantined]
     retried = [(p.sequence_number, p.sub_sequence_number) for p in out.retried]
@@ -89,7 +112,13 @@ def test_batch_vectorization_equals_stacked_single_rows(evs):
     singles = [VEC([e]) for e in evs]
     ok_single = [i for i, s in enumerate(singles) if not s.errors]
     assert batch.ok_rows == ok_single
-    assert {i: e[0] for i, e in batch.errors.items()} == {i: s.errors[0][0] for i, s in enumerate(singles) if s.errors}
-    stacked = np.vstack([singles[i].matrix for i in ok_single]) if ok_single else np.empty((0, len(SCHEMA)), np.float32)
+    assert {i: e[0] for i, e in batch.errors.items()} == {
+        i: s.errors[0][0] for i, s in enumerate(singles) if s.errors
+    }
+    stacked = (
+        np.vstack([singles[i].matrix for i in ok_single])
+        if ok_single
+        else np.empty((0, len(SCHEMA)), np.float32)
+    )
     np.testing.assert_array_equal(batch.matrix, stacked)
     assert batch.matrix.dtype == np.float32 and batch.matrix.flags["C_CONTIGUOUS"]

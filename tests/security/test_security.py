@@ -12,6 +12,7 @@
    test_pickle_is_refused_before_xgboost_sees_it; and over S3 in tests/integration/test_model_s3.py.)
 3. A dead-letter message stays within SQS's 256 KiB, however large the record: the data is cut and says so.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,27 +20,25 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import traceback
 from pathlib import Path
 
 import orjson
 import pytest
 
-from consumers import kpl
-from consumers.errors import ModelError, PredictError
-from consumers.limits import SQS_MAX_MESSAGE_BYTES
-from consumers.local.context import LambdaContext
-from consumers.local.resources import drain_queue, scan_all
-from consumers.sink import DynamoDBSink
-from model import bundle as bundle_mod
-from model.bundle import CARD_FILE, FEATURES_FILE, MODEL_FILE, load_bundle
+from consumers.aws.dynamodb import DynamoDBSink
+from consumers.core import bundle as bundle_mod
+from consumers.core import kpl
+from consumers.core.bundle import CARD_FILE, FEATURES_FILE, MODEL_FILE, load_bundle
+from consumers.core.errors import ModelError, PredictError
+from consumers.core.limits import SQS_MAX_MESSAGE_BYTES
+from model import DEFAULT_SCHEMA_PATH
+from sam.local.context import LambdaContext
+from sam.local.resources import drain_queue, scan_all
 from tests.conftest import REPO, load_event
 from tests.faultwrap import FaultyDynamoDB, FaultySQS
-from tests.helpers import event_of
+from tests.helpers import event_of, lambda_init
 
 CANARY = "CANARY-7c1f93e2"  # in every payload string
 SECRET = "SECRETCANARY0b9d44"  # in the credentials
@@ -53,27 +52,43 @@ def flip_last(data: bytes) -> bytes:
 
 def canary_payloads() -> list[bytes]:
     """Valid events with the canary in every free string field, and malformed records carrying it."""
+
     def ev(i: int, **kw) -> dict:
-        return dict(BASE, event_id=f"{CANARY}-{i}", account_id=CANARY, event_time=f"{CANARY}T00:00:00Z",
-                    note=CANARY, **{CANARY: CANARY}, **kw)
+        return dict(
+            BASE,
+            event_id=f"{CANARY}-{i}",
+            account_id=CANARY,
+            event_time=f"{CANARY}T00:00:00Z",
+            note=CANARY,
+            **{CANARY: CANARY},
+            **kw,
+        )
 
     valid = [orjson.dumps(ev(i)) for i in range(6)]
-    return valid + [
-        orjson.dumps(ev(10))[:-1],  # bad_json
-        orjson.dumps(ev(11))[:-1] + f',"amount":1,"{CANARY}":"{CANARY}"}}'.encode(),  # duplicate_key
-        orjson.dumps(ev(12)).replace(CANARY.encode(), CANARY.encode() + b"\xff", 1),  # not_utf8
-        orjson.dumps([ev(13)]),  # not_object
-        orjson.dumps(ev(14, amount=CANARY)),  # wrong_type
-        orjson.dumps(ev(15, currency=CANARY)),  # unknown_category
-        orjson.dumps(ev(16, hour_of_day=99_999)),  # out_of_range
-        orjson.dumps(dict(ev(17), event_id=CANARY * 40)),  # bad_id (too long)
-        orjson.dumps({k: v for k, v in ev(18).items() if k != "event_id"}),  # missing_id
-        orjson.dumps(ev(19, padding=CANARY * 8000)),  # oversized
-        orjson.dumps(ev(20))[:-1] + b',"amount":NaN}',  # bad_json (NaN)
-        kpl.aggregate([(CANARY, orjson.dumps(ev(21))), (CANARY, b"{" + CANARY.encode()),
-                       (CANARY, orjson.dumps(ev(22, channel=CANARY)))]),  # one good, two bad sub-records
-        flip_last(kpl.aggregate([(CANARY, orjson.dumps(ev(23)))])),  # bad_aggregate_checksum
-    ]
+    return (
+        valid
+        + [
+            orjson.dumps(ev(10))[:-1],  # bad_json
+            orjson.dumps(ev(11))[:-1] + f',"amount":1,"{CANARY}":"{CANARY}"}}'.encode(),  # duplicate_key
+            orjson.dumps(ev(12)).replace(CANARY.encode(), CANARY.encode() + b"\xff", 1),  # not_utf8
+            orjson.dumps([ev(13)]),  # not_object
+            orjson.dumps(ev(14, amount=CANARY)),  # wrong_type
+            orjson.dumps(ev(15, currency=CANARY)),  # unknown_category
+            orjson.dumps(ev(16, hour_of_day=99_999)),  # out_of_range
+            orjson.dumps(dict(ev(17), event_id=CANARY * 40)),  # bad_id (too long)
+            orjson.dumps({k: v for k, v in ev(18).items() if k != "event_id"}),  # missing_id
+            orjson.dumps(ev(19, padding=CANARY * 8000)),  # oversized
+            orjson.dumps(ev(20))[:-1] + b',"amount":NaN}',  # bad_json (NaN)
+            kpl.aggregate(
+                [
+                    (CANARY, orjson.dumps(ev(21))),
+                    (CANARY, b"{" + CANARY.encode()),
+                    (CANARY, orjson.dumps(ev(22, channel=CANARY))),
+                ]
+            ),  # one good, two bad sub-records
+            flip_last(kpl.aggregate([(CANARY, orjson.dumps(ev(23)))])),  # bad_aggregate_checksum
+        ]
+    )
 
 
 def canary_event() -> dict:
@@ -104,11 +119,15 @@ def base64_forms(secret: str) -> list[str]:
     forms = []
     for k in range(3):
         enc = base64.b64encode(b"\0" * k + secret.encode() + b"\0" * 3).decode()
-        forms.append(enc[-(-k // 3) * 4:(k + len(secret)) // 3 * 4])
+        forms.append(enc[-(-k // 3) * 4 : (k + len(secret)) // 3 * 4])
     return forms
 
 
-FORBIDDEN = [CANARY, SECRET, *base64_forms(CANARY)]  # a logged envelope or DLQ body would show the base64 form
+FORBIDDEN = [
+    CANARY,
+    SECRET,
+    *base64_forms(CANARY),
+]  # a logged envelope or DLQ body would show the base64 form
 
 
 def assert_clean(text: str, where: str) -> None:
@@ -118,13 +137,16 @@ def assert_clean(text: str, where: str) -> None:
 
 def test_the_base64_forms_find_the_canary_at_any_alignment():
     for prefix in ("", "a", "ab", "abc"):
-        assert any(f in base64.b64encode(f"{prefix}{CANARY}xyz".encode()).decode() for f in base64_forms(CANARY))
+        assert any(
+            f in base64.b64encode(f"{prefix}{CANARY}xyz".encode()).decode() for f in base64_forms(CANARY)
+        )
 
 
 # --- 1. logs -------------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")  # the invocation whose predict fails
-def test_logs_never_carry_payload_values_or_credentials(canary_env, handler, resources, monkeypatch, caplog, capfd,
-                                                        request):
+def test_logs_never_carry_payload_values_or_credentials(
+    canary_env, handler, resources, monkeypatch, caplog, capfd, request
+):
     # GIVEN every log output captured: Powertools' JSON stream at DEBUG, Python logging (all of consumers/model
     # at DEBUG, everything else at INFO), and the process's stdout/stderr (EMF metrics, prints)
     stream = io.StringIO()
@@ -138,11 +160,13 @@ def test_logs_never_carry_payload_values_or_credentials(canary_env, handler, res
     caplog.set_level(logging.DEBUG, logger="consumers")
     caplog.set_level(logging.DEBUG, logger="model")
     event = canary_event()
-    runtime = handler.RUNTIME
+    runtime = handler.runtime()
     default_sink, real_sqs = runtime.sink, runtime.quarantine.client
 
     def botocore_sink(client):  # faults are injected by wrapping a botocore client (tests/faultwrap.py)
-        return DynamoDBSink(client, resources["table"], backoff=default_sink.backoff, ttl_days=default_sink.ttl_days)
+        return DynamoDBSink(
+            client, resources["table"], backoff=default_sink.backoff, ttl_days=default_sink.ttl_days
+        )
 
     # WHEN a batch is processed normally (the default writer)
     resp = handler.lambda_handler(event, LambdaContext())
@@ -154,7 +178,9 @@ def test_logs_never_carry_payload_values_or_credentials(canary_env, handler, res
     resp = handler.lambda_handler(event, LambdaContext(timeout_ms=3000))
     assert len(resp["batchItemFailures"]) == 7
     # ... with writes refused outright (ValidationException: AWS's message can quote the item)
-    runtime.sink = botocore_sink(FaultyDynamoDB(default_sink.client, always_throttle=True, code="ValidationException"))
+    runtime.sink = botocore_sink(
+        FaultyDynamoDB(default_sink.client, always_throttle=True, code="ValidationException")
+    )
     handler.lambda_handler(event, LambdaContext(timeout_ms=3000))
     # ... with the dead-letter queue failing: transient errors, then every entry refused
     runtime.sink = default_sink
@@ -187,25 +213,25 @@ def test_logs_never_carry_payload_values_or_credentials(canary_env, handler, res
 
 def test_rejection_details_never_carry_payload_values(scorer):
     # The detail travels in logs' neighbours (DLQ message ``detail``, metrics): field names and types only
-    from consumers.features import Vectorizer
-    from consumers.pipeline import process_batch
-    from consumers.retry import Deadline
-    from model.schema import FeatureSchema
+    from consumers.core.features import Vectorizer
+    from consumers.core.pipeline import process_batch
+    from consumers.core.retry import Deadline
+    from consumers.core.schema import FeatureSchema
     from tests.helpers import MemoryQuarantine, MemorySink
 
     quarantine = MemoryQuarantine()
-    process_batch(canary_event(), scorer=scorer, vectorizer=Vectorizer(FeatureSchema.load()), sink=MemorySink(),
-                  quarantine=quarantine, deadline=Deadline(30), max_event_bytes=64 * 1024)
+    process_batch(
+        canary_event(),
+        scorer=scorer,
+        vectorizer=Vectorizer(FeatureSchema.load(DEFAULT_SCHEMA_PATH)),
+        sink=MemorySink(),
+        quarantine=quarantine,
+        deadline=Deadline(30),
+        max_event_bytes=64 * 1024,
+    )
     assert len(quarantine.messages) == 15
     for r in quarantine.messages:
         assert CANARY not in r.detail, r.reason
-
-
-def run_cold_start(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("SCORES_TABLE", "DLQ_URL", "MODEL_URI")}
-    env.update(env_overrides)
-    return subprocess.run([sys.executable, "-c", "import consumers.handler"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("failure", ["tampered model", "missing variable"])
@@ -220,7 +246,7 @@ def test_a_failed_cold_start_logs_no_credentials(canary_env, tmp_path, failure):
         env.pop("SCORES_TABLE")
         env["MODEL_URI"] = str(DEFAULT_BUNDLE)
     # WHEN the handler module is imported (Lambda's init phase)
-    proc = run_cold_start(env)
+    proc = lambda_init(env)
     # THEN it fails, saying why, and logs no secret
     assert proc.returncode != 0
     assert ("tampered" if failure == "tampered model" else "SCORES_TABLE") in proc.stderr + proc.stdout

@@ -1,8 +1,9 @@
-"""The lean BatchWriteItem path (consumers/ddb_http.py): it sends what botocore would (target, body semantics,
+"""The lean BatchWriteItem path (consumers/aws/lean_dynamodb.py): it sends what botocore would (target, body semantics,
 byte-identical SigV4 for the same credentials and time), retries what botocore's retry rules retry, resends
 UnprocessedItems, honours the deadline, and hands anything unusual to the botocore client.
 
 A scripted HTTP/1.1 server on 127.0.0.1 records every request and answers from a script."""
+
 from __future__ import annotations
 
 import binascii
@@ -21,24 +22,43 @@ from botocore.config import Config
 from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.stub import Stubber
 
-from consumers import ddb_http
-from consumers.config import Settings
-from consumers.ddb_http import HTTPClientConnection, LeanDynamoDBSink, SigV4Signer, host_header
-from consumers.errors import ConfigError
-from consumers.retry import Backoff, Deadline
-from consumers.sink import ScoreRows, build_items, chunk_items
-from consumers.types import Position
+from consumers.aws import lean_dynamodb as ddb_http
+from consumers.aws.dynamodb import build_items
+from consumers.aws.errors import RETRYABLE_CODES
+from consumers.aws.http1 import HTTPClientConnection, RawConnection
+from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+from consumers.aws.sigv4 import CONTENT_TYPE, SigV4Signer, host_header
+from consumers.core.config import Settings
+from consumers.core.errors import ConfigError
+from consumers.core.ports import ScoreRows
+from consumers.core.retry import Backoff, Deadline
+from consumers.core.types import Position
 
 FROZEN = datetime.datetime(2026, 3, 14, 15, 9, 26)  # botocore signs with a naive UTC datetime
-FROZEN_EPOCH = FROZEN.replace(tzinfo=datetime.timezone.utc).timestamp()
+FROZEN_EPOCH = FROZEN.replace(tzinfo=datetime.UTC).timestamp()
 TABLE = "scores"
 
 
 # ------------------------------------------------------------------------------------------ server
-def response(status: int = 200, body: bytes = b'{"UnprocessedItems":{}}', *, crc: str | None = "auto",
-             extra: bytes = b"", chunked: bool = False, close: bool = False) -> bytes:
-    reason = {200: b"OK", 400: b"Bad Request", 500: b"Internal Server Error", 503: b"Service Unavailable"}.get(status, b"X")
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: R1\r\n" % (status, reason)
+def response(
+    status: int = 200,
+    body: bytes = b'{"UnprocessedItems":{}}',
+    *,
+    crc: str | None = "auto",
+    extra: bytes = b"",
+    chunked: bool = False,
+    close: bool = False,
+) -> bytes:
+    reason = {
+        200: b"OK",
+        400: b"Bad Request",
+        500: b"Internal Server Error",
+        503: b"Service Unavailable",
+    }.get(status, b"X")
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: R1\r\n" % (
+        status,
+        reason,
+    )
     if crc == "auto":
         head += b"x-amz-crc32: %d\r\n" % (binascii.crc32(body) & 0xFFFFFFFF)
     elif crc is not None:
@@ -48,13 +68,17 @@ def response(status: int = 200, body: bytes = b'{"UnprocessedItems":{}}', *, crc
     head += extra
     if chunked:
         mid = len(body) // 2
-        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:mid], body[mid:]) if p) + b"0\r\n\r\n"
+        payload = (
+            b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:mid], body[mid:]) if p) + b"0\r\n\r\n"
+        )
         return head + b"Transfer-Encoding: chunked\r\n\r\n" + payload
     return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 def error(code: str, status: int = 400) -> bytes:
-    return response(status, orjson.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": "x"}))
+    return response(
+        status, orjson.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": "x"})
+    )
 
 
 RESET = "reset"  # close the connection without answering
@@ -148,17 +172,26 @@ def frozen(monkeypatch):
 def make_client(url: str, *, token: str | None = "session-token"):
     import boto3
 
-    session = boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="wJalrXUtnFEMI/K7MDENG",
-                                    aws_session_token=token, region_name="eu-west-1")
+    session = boto3.session.Session(
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG",
+        aws_session_token=token,
+        region_name="eu-west-1",
+    )
     return session.client("dynamodb", endpoint_url=url, config=Config(retries={"total_max_attempts": 1}))
 
 
 def rows(n: int, prefix: str = "evt") -> ScoreRows:
     import numpy as np
 
-    return ScoreRows(ids=[f"{prefix}-{i:04d}" for i in range(n)], scores=np.linspace(0, 1, n, dtype=np.float32),
-                     positions=[Position("shardId-000000000000", str(10**55 + i)) for i in range(n)],
-                     arrivals=[1_763_805_600.0 + i for i in range(n)], model_version="v1", scored_at_ms=1_763_805_601_000)
+    return ScoreRows(
+        ids=[f"{prefix}-{i:04d}" for i in range(n)],
+        scores=np.linspace(0, 1, n, dtype=np.float32),
+        positions=[Position("shardId-000000000000", str(10**55 + i)) for i in range(n)],
+        arrivals=[1_763_805_600.0 + i for i in range(n)],
+        model_version="v1",
+        scored_at_ms=1_763_805_601_000,
+    )
 
 
 def items(n: int) -> list[dict]:
@@ -171,8 +204,13 @@ class Sleeps(list):
 
 
 def sink_for(client, *, sleeps: Sleeps | None = None, **kw) -> LeanDynamoDBSink:
-    backoff = Backoff(base_s=0.01, cap_s=0.05, max_attempts=kw.pop("max_attempts", 12),
-                      sleep=sleeps if sleeps is not None else Sleeps(), rand=lambda: 0.5)
+    backoff = Backoff(
+        base_s=0.01,
+        cap_s=0.05,
+        max_attempts=kw.pop("max_attempts", 12),
+        sleep=sleeps if sleeps is not None else Sleeps(),
+        rand=lambda: 0.5,
+    )
     return LeanDynamoDBSink(client, TABLE, backoff=backoff, now=lambda: FROZEN_EPOCH, **kw)
 
 
@@ -200,12 +238,22 @@ def test_lean_request_is_botocores_request(server, frozen, token):
     assert orjson.loads(lean["body"]) == orjson.loads(boto["body"])
     # AND the signature is byte-identical: the lean signer over botocore's exact body gives botocore's header
     creds = client._request_signer._credentials.get_frozen_credentials()
-    again = SigV4Signer("eu-west-1").headers(creds, host=bh["host"], path="/", target=bh["x-amz-target"],
-                                             body=boto["body"], amz_date=bh["x-amz-date"])
+    again = SigV4Signer("eu-west-1").headers(
+        creds,
+        host=bh["host"],
+        path="/",
+        target=bh["x-amz-target"],
+        body=boto["body"],
+        amz_date=bh["x-amz-date"],
+    )
     assert again["Authorization"] == bh["authorization"]
     # AND botocore's SigV4Auth over the lean request's body gives the lean request's header
-    req = AWSRequest(method="POST", url=server.url + "/", data=lean["body"],
-                     headers={"X-Amz-Target": lh["x-amz-target"], "Content-Type": lh["content-type"]})
+    req = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=lean["body"],
+        headers={"X-Amz-Target": lh["x-amz-target"], "Content-Type": lh["content-type"]},
+    )
     SigV4Auth(creds, "dynamodb", "eu-west-1").add_auth(req)
     assert req.headers["Authorization"] == lh["authorization"]
 
@@ -213,14 +261,28 @@ def test_lean_request_is_botocores_request(server, frozen, token):
 def test_signer_matches_sigv4auth_for_other_hosts_and_tokens(frozen):
     # Default ports are left out of Host, others kept; a token with inner runs of spaces is trimmed as SigV4 says
     creds = Credentials("AKID", "SECRET", "tok  with   spaces").get_frozen_credentials()
-    for url in ("https://dynamodb.us-east-1.amazonaws.com", "http://localhost:4566", "https://h.example:443",
-                "http://[::1]:8000"):
+    for url in (
+        "https://dynamodb.us-east-1.amazonaws.com",
+        "http://localhost:4566",
+        "https://h.example:443",
+        "http://[::1]:8000",
+    ):
         body = b'{"RequestItems":{}}'
-        req = AWSRequest(method="POST", url=url + "/", data=body,
-                         headers={"X-Amz-Target": ddb_http.TARGET, "Content-Type": ddb_http.CONTENT_TYPE})
+        req = AWSRequest(
+            method="POST",
+            url=url + "/",
+            data=body,
+            headers={"X-Amz-Target": ddb_http.TARGET, "Content-Type": CONTENT_TYPE},
+        )
         SigV4Auth(creds, "dynamodb", "us-east-1").add_auth(req)
-        ours = SigV4Signer("us-east-1").headers(creds, host=host_header(url), path="/", target=ddb_http.TARGET,
-                                                 body=body, amz_date=req.context["timestamp"])
+        ours = SigV4Signer("us-east-1").headers(
+            creds,
+            host=host_header(url),
+            path="/",
+            target=ddb_http.TARGET,
+            body=body,
+            amz_date=req.context["timestamp"],
+        )
         assert ours["Authorization"] == req.headers["Authorization"], url
 
 
@@ -234,7 +296,9 @@ def test_signing_key_is_cached_per_day_and_secret():
 
 def test_trace_header_as_botocore_sends_it_inside_lambda(server, frozen, monkeypatch):
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "scoring")
-    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+    monkeypatch.setenv(
+        "_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    )
     client = make_client(server.url)
     client.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": i}} for i in items(2)]})
     sink_for(client)._write_chunk(items(2), Deadline(5))
@@ -261,7 +325,7 @@ def test_credentials_are_frozen_per_request_so_refresh_works(server):
 
     def refresh():
         calls.append(1)
-        expiry = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)).isoformat()
+        expiry = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)).isoformat()
         return {"access_key": "AK", "secret_key": "SK", "token": f"token-{len(calls)}", "expiry_time": expiry}
 
     creds = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
@@ -304,8 +368,17 @@ def test_https_without_bundle_uses_botocores_default_and_verifies():
 def test_throttling_5xx_reset_and_crc_mismatch_are_retried_with_backoff(server):
     # GIVEN a throttle, a 500, two connection resets (the first on a reused connection is resent at once:
     # it looks like a stale keep-alive connection), a CRC32 mismatch and a 503, then success
-    server.script.extend([error("ProvisionedThroughputExceededException"), error("InternalServerError", 500), RESET,
-                          RESET, response(crc="12345"), response(503, b""), response()])
+    server.script.extend(
+        [
+            error("ProvisionedThroughputExceededException"),
+            error("InternalServerError", 500),
+            RESET,
+            RESET,
+            response(crc="12345"),
+            response(503, b""),
+            response(),
+        ]
+    )
     sleeps = Sleeps()
     sink = sink_for(make_client(server.url), sleeps=sleeps)
     # WHEN one chunk is written
@@ -318,7 +391,7 @@ def test_throttling_5xx_reset_and_crc_mismatch_are_retried_with_backoff(server):
     assert len({r["body"] for r in server.requests}) == 1  # the same items each time
 
 
-@pytest.mark.parametrize("code", sorted(ddb_http.RETRYABLE_CODES))
+@pytest.mark.parametrize("code", sorted(RETRYABLE_CODES))
 def test_every_retryable_code_is_retried(server, code):
     server.script.append(error(code))
     sink = sink_for(make_client(server.url))
@@ -354,7 +427,9 @@ def test_a_stale_keep_alive_connection_is_reopened_without_backoff(server):
 def test_deadline_stops_retrying_and_returns_the_unwritten_keys(server):
     # GIVEN a table that throttles every request and 0.3 s left
     server.script.extend([error("ThrottlingException")] * 1000)
-    sink = LeanDynamoDBSink(make_client(server.url), TABLE, backoff=Backoff(base_s=0.02, cap_s=0.1, max_attempts=10**6))
+    sink = LeanDynamoDBSink(
+        make_client(server.url), TABLE, backoff=Backoff(base_s=0.02, cap_s=0.1, max_attempts=10**6)
+    )
     t0 = time.monotonic()
     unwritten = sink.write(rows(60), Deadline(0.3))
     # THEN it gives up by the deadline and returns every key
@@ -376,22 +451,28 @@ def test_an_expired_deadline_sends_nothing(server):
 
 
 # ------------------------------------------------------------------------------------- fallback
-@pytest.mark.parametrize("answer", [
-    response(body=b"<html>gateway</html>"),  # unparseable body
-    response(body=b'{"UnprocessedItems": {"other-table": []}}'),  # unexpected shape
-    response(body=b'["not", "an", "object"]'),
-    error("ValidationException"),  # a non-retryable error code: botocore's handling and logging
-    response(302, b""),  # an unexpected status
-    response(403, b"{}"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        response(body=b"<html>gateway</html>"),  # unparseable body
+        response(body=b'{"UnprocessedItems": {"other-table": []}}'),  # unexpected shape
+        response(body=b'["not", "an", "object"]'),
+        error("ValidationException"),  # a non-retryable error code: botocore's handling and logging
+        response(302, b""),  # an unexpected status
+        response(403, b"{}"),
+    ],
+)
 def test_unusual_responses_hand_the_chunk_to_botocore(server, answer):
     # GIVEN an unusual answer from the lean request, and a botocore client that will accept the chunk
     server.script.append(answer)
     client = make_client(server.url)
     chunk = items(25)
     with Stubber(client) as stub:
-        stub.add_response("batch_write_item", {"UnprocessedItems": {}},
-                          {"RequestItems": {TABLE: [{"PutRequest": {"Item": i}} for i in chunk]}})
+        stub.add_response(
+            "batch_write_item",
+            {"UnprocessedItems": {}},
+            {"RequestItems": {TABLE: [{"PutRequest": {"Item": i}} for i in chunk]}},
+        )
         sink = sink_for(client)
         # WHEN the chunk is written
         assert sink._write_chunk(chunk, Deadline(5)) == []
@@ -412,7 +493,9 @@ def test_fallback_resends_only_what_is_still_pending(server):
     # GIVEN a first answer with UnprocessedItems, then an unusual one
     chunk = items(10)
     held = [{"PutRequest": {"Item": i}} for i in chunk[:3]]
-    server.script.extend([response(body=orjson.dumps({"UnprocessedItems": {TABLE: held}})), response(body=b"??")])
+    server.script.extend(
+        [response(body=orjson.dumps({"UnprocessedItems": {TABLE: held}})), response(body=b"??")]
+    )
     client = make_client(server.url)
     with Stubber(client) as stub:
         stub.add_response("batch_write_item", {"UnprocessedItems": {}}, {"RequestItems": {TABLE: held}})
@@ -421,10 +504,16 @@ def test_fallback_resends_only_what_is_still_pending(server):
 
 
 # ------------------------------------------------------------------------------ HTTP transports
-@pytest.mark.parametrize("transport", [ddb_http.RawConnection, HTTPClientConnection])
-@pytest.mark.parametrize("answer", [response(chunked=True), response(close=True),
-                                    b"HTTP/1.1 100 Continue\r\n\r\n" + response(),
-                                    response(extra=b"X-Extra: a\r\nX-Extra: b\r\n")])
+@pytest.mark.parametrize("transport", [RawConnection, HTTPClientConnection])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        response(chunked=True),
+        response(close=True),
+        b"HTTP/1.1 100 Continue\r\n\r\n" + response(),
+        response(extra=b"X-Extra: a\r\nX-Extra: b\r\n"),
+    ],
+)
 def test_transports_read_chunked_close_and_interim_responses(server, transport, answer):
     server.script.extend([answer, response()])
     sink = sink_for(make_client(server.url), transport=transport)
@@ -439,8 +528,11 @@ def test_write_over_threads_uses_a_connection_per_thread(server):
     with ThreadPoolExecutor(3) as ex:
         sink = sink_for(make_client(server.url), executor=ex)
         assert sink.write(rows(200), Deadline(5)) == set()
-    got = [i["PutRequest"]["Item"]["event_id"]["S"] for r in server.requests
-           for i in orjson.loads(r["body"])["RequestItems"][TABLE]]
+    got = [
+        i["PutRequest"]["Item"]["event_id"]["S"]
+        for r in server.requests
+        for i in orjson.loads(r["body"])["RequestItems"][TABLE]
+    ]
     assert sorted(got) == rows(200).ids and len(server.requests) == 8
     assert 1 <= server.connections <= 3
 

@@ -1,10 +1,11 @@
 """decode: one bad record never fails the others; each failure has a specific reason."""
+
 import pytest
 
-from consumers import kpl
-from consumers.decode import decode_event
-from consumers.errors import EventShapeError
-from consumers.types import Reason
+from consumers.core import kpl
+from consumers.core.decode import decode_event
+from consumers.core.errors import EventShapeError
+from consumers.core.types import Reason
 from tests.conftest import load_event
 from tests.helpers import event_of
 
@@ -17,7 +18,11 @@ def test_valid_fixture_decodes_every_record():
     # WHEN it is decoded
     result = decode_event(event, max_event_bytes=MAX)
     # THEN all three are events, in order, with their shard and sequence number
-    assert [d.event["event_id"] for d in result.decoded] == ["evt-fixture-0001", "evt-fixture-0002", "evt-fixture-0003"]
+    assert [d.event["event_id"] for d in result.decoded] == [
+        "evt-fixture-0001",
+        "evt-fixture-0002",
+        "evt-fixture-0003",
+    ]
     assert not result.rejected
     assert result.decoded[0].position.shard_id == "shardId-000000000000"
     assert result.decoded[0].position.sequence_number == event["Records"][0]["kinesis"]["sequenceNumber"]
@@ -30,22 +35,30 @@ def test_mixed_fixture_classifies_each_bad_record():
     # WHEN decoded
     result = decode_event(event, max_event_bytes=MAX)
     # THEN the good ones decode (the aggregate's three good sub-records included) and each bad one has its reason
-    reasons = {(r.position.sequence_number[-4:], r.position.sub_sequence_number): r.reason for r in result.rejected}
-    assert sorted(reasons.values()) == sorted([Reason.BAD_BASE64, Reason.BAD_JSON, Reason.NOT_OBJECT,
-                                               Reason.BAD_JSON, Reason.NOT_UTF8])
-    agg_subs = [d.position.sub_sequence_number for d in result.decoded if d.position.sub_sequence_number is not None]
+    reasons = {
+        (r.position.sequence_number[-4:], r.position.sub_sequence_number): r.reason for r in result.rejected
+    }
+    assert sorted(reasons.values()) == sorted(
+        [Reason.BAD_BASE64, Reason.BAD_JSON, Reason.NOT_OBJECT, Reason.BAD_JSON, Reason.NOT_UTF8]
+    )
+    agg_subs = [
+        d.position.sub_sequence_number for d in result.decoded if d.position.sub_sequence_number is not None
+    ]
     assert agg_subs == [0, 1, 2]
     assert result.user_records == len(result.decoded) + len(result.rejected) == 11
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b"", Reason.EMPTY),
-    (b"x" * (MAX + 1), Reason.OVERSIZED),
-    (b'"just a string"', Reason.NOT_OBJECT),
-    (b"{\"a\": NaN}", Reason.BAD_JSON),
-    (b"[" * 5000 + b"]" * 5000, Reason.BAD_JSON),  # deep nesting: orjson refuses past its recursion limit
-    (b"\xc3\x28", Reason.NOT_UTF8),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"", Reason.EMPTY),
+        (b"x" * (MAX + 1), Reason.OVERSIZED),
+        (b'"just a string"', Reason.NOT_OBJECT),
+        (b'{"a": NaN}', Reason.BAD_JSON),
+        (b"[" * 5000 + b"]" * 5000, Reason.BAD_JSON),  # deep nesting: orjson refuses past its recursion limit
+        (b"\xc3\x28", Reason.NOT_UTF8),
+    ],
+)
 def test_single_bad_payload(payload, reason):
     result = decode_event(event_of([payload, {"ok": 1}]), max_event_bytes=MAX)
     assert [r.reason for r in result.rejected] == [reason]

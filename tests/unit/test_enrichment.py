@@ -1,5 +1,6 @@
 """FeatureTableEnricher against an in-memory BatchGetItem: batching (<= 100 keys), UnprocessedKeys, the TTL/LRU
 cache and its hit counts, the failure policy (never raises, fields stay missing), and the pipeline stage."""
+
 from __future__ import annotations
 
 import logging
@@ -8,25 +9,32 @@ import numpy as np
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from consumers.config import Settings
-from consumers.enrichment import BATCH_GET_MAX_KEYS, FeatureTableEnricher, enricher_from_settings
-from consumers.errors import ConfigError
-from consumers.features import Vectorizer
-from consumers.pipeline import process_batch
-from consumers.retry import Backoff, Deadline
-from model.schema import FeatureSchema
+from consumers.aws.feature_table import BATCH_GET_MAX_KEYS, FeatureTableEnricher, enricher_from_settings
+from consumers.core.config import Settings
+from consumers.core.errors import ConfigError
+from consumers.core.features import Vectorizer
+from consumers.core.pipeline import process_batch
+from consumers.core.retry import Backoff, Deadline
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH
 from tests.faultwrap import client_error
 from tests.helpers import MemoryQuarantine, MemorySink, event_of
 
-SCHEMA = FeatureSchema.load()
+SCHEMA = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 NO_SLEEP = Backoff(base_s=0.001, cap_s=0.002, sleep=lambda s: None)
 
 
 class FakeTable:
     """BatchGetItem over a dict of items (low-level attribute values); faults on request."""
 
-    def __init__(self, items: dict[str, dict], *, table: str = "features", unprocessed_calls: int = 0,
-                 errors: list[Exception] | None = None) -> None:
+    def __init__(
+        self,
+        items: dict[str, dict],
+        *,
+        table: str = "features",
+        unprocessed_calls: int = 0,
+        errors: list[Exception] | None = None,
+    ) -> None:
         self.items, self.table = items, table
         self.unprocessed_calls = unprocessed_calls
         self.errors = list(errors or [])
@@ -34,7 +42,7 @@ class FakeTable:
         self.requests: list[dict] = []
 
     def batch_get_item(self, RequestItems):
-        (table, req), = RequestItems.items()
+        ((table, req),) = RequestItems.items()
         assert table == self.table
         keys = [k["account_id"]["S"] for k in req["Keys"]]
         assert len(keys) <= BATCH_GET_MAX_KEYS, "BatchGetItem allows 100 keys per call"
@@ -45,8 +53,11 @@ class FakeTable:
             raise self.errors.pop(0)
         served, held = keys, []
         if len(self.calls) <= self.unprocessed_calls:
-            served, held = keys[: len(keys) // 2], keys[len(keys) // 2:]
-        resp = {"Responses": {table: [self.items[k] for k in served if k in self.items]}, "UnprocessedKeys": {}}
+            served, held = keys[: len(keys) // 2], keys[len(keys) // 2 :]
+        resp = {
+            "Responses": {table: [self.items[k] for k in served if k in self.items]},
+            "UnprocessedKeys": {},
+        }
         if held:
             resp["UnprocessedKeys"] = {table: {"Keys": [{"account_id": {"S": k}} for k in held]}}
         return resp
@@ -78,9 +89,11 @@ def enricher(table, **kw) -> FeatureTableEnricher:
 def test_fills_missing_fields_and_the_events_own_value_wins():
     # GIVEN a table with two accounts and events that lack, carry, or null the enrichable fields
     table = FakeTable({"a1": item("a1"), "a2": item("a2", avg="7")})
-    events = [{"event_id": "e1", "account_id": "a1"},
-              {"event_id": "e2", "account_id": "a1", "avg_amount_30d": 3.0},
-              {"event_id": "e3", "account_id": "a2", "avg_amount_30d": None, "chargebacks_180d": 0}]
+    events = [
+        {"event_id": "e1", "account_id": "a1"},
+        {"event_id": "e2", "account_id": "a1", "avg_amount_30d": 3.0},
+        {"event_id": "e3", "account_id": "a2", "avg_amount_30d": None, "chargebacks_180d": 0},
+    ]
     # WHEN they are enriched
     out = enricher(table).enrich(events)
     # THEN missing and null fields are filled with the table's typed values; sent values are kept
@@ -98,8 +111,13 @@ def test_fills_missing_fields_and_the_events_own_value_wins():
 
 def test_missing_entities_and_keys_leave_fields_missing_never_an_error():
     table = FakeTable({"a1": item("a1")})
-    events = [{"event_id": "e1", "account_id": "ghost"}, {"event_id": "e2"}, {"event_id": "e3", "account_id": 7},
-              {"event_id": "e4", "account_id": ""}, {"event_id": "e5", "account_id": "x" * 3000}]
+    events = [
+        {"event_id": "e1", "account_id": "ghost"},
+        {"event_id": "e2"},
+        {"event_id": "e3", "account_id": 7},
+        {"event_id": "e4", "account_id": ""},
+        {"event_id": "e5", "account_id": "x" * 3000},
+    ]
     e = enricher(table)
     out = e.enrich(events)
     assert out == events
@@ -169,15 +187,18 @@ def test_events_with_every_field_are_not_looked_up():
     assert table.calls == [] and e.last.lookups == 0 and e.last.hit_rate is None
 
 
-@pytest.mark.parametrize("exc", [
-    client_error("ResourceNotFoundException", "BatchGetItem"),
-    client_error("AccessDeniedException", "BatchGetItem"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        client_error("ResourceNotFoundException", "BatchGetItem"),
+        client_error("AccessDeniedException", "BatchGetItem"),
+    ],
+)
 def test_a_table_that_cannot_be_read_leaves_fields_missing_and_warns(exc, caplog):
     table = FakeTable({"a1": item("a1")}, errors=[exc])
     e = enricher(table)
     events = [{"event_id": "e1", "account_id": "a1"}]
-    with caplog.at_level(logging.WARNING, logger="consumers.enrichment"):
+    with caplog.at_level(logging.WARNING, logger="consumers.aws.feature_table"):
         out = e.enrich(events)
     assert out == events
     assert e.last.errors == 1 and e.last.unread == 1
@@ -188,8 +209,13 @@ def test_a_table_that_cannot_be_read_leaves_fields_missing_and_warns(exc, caplog
 
 
 def test_throttling_and_connection_errors_are_retried_within_the_budget():
-    table = FakeTable({"a1": item("a1")}, errors=[client_error("ProvisionedThroughputExceededException", "BatchGetItem"),
-                                                  EndpointConnectionError(endpoint_url="http://x")])
+    table = FakeTable(
+        {"a1": item("a1")},
+        errors=[
+            client_error("ProvisionedThroughputExceededException", "BatchGetItem"),
+            EndpointConnectionError(endpoint_url="http://x"),
+        ],
+    )
     e = enricher(table)
     assert e.enrich([{"event_id": "e1", "account_id": "a1"}])[0]["avg_amount_30d"] == 120.5
     assert e.last.errors == 2 and len(table.calls) == 3
@@ -223,9 +249,11 @@ def test_the_invocation_deadline_caps_the_budget():
 
 
 def test_values_of_the_wrong_type_are_dropped_and_counted():
-    items = {"a1": {"account_id": {"S": "a1"}, "avg_amount_30d": {"S": "lots"}, "chargebacks_180d": {"N": "2.5"}},
-             "a2": {"account_id": {"S": "a2"}, "avg_amount_30d": {"N": "1E2"}, "chargebacks_180d": {"N": "3.0"}},
-             "a3": {"account_id": {"S": "a3"}, "avg_amount_30d": {"NULL": True}}}
+    items = {
+        "a1": {"account_id": {"S": "a1"}, "avg_amount_30d": {"S": "lots"}, "chargebacks_180d": {"N": "2.5"}},
+        "a2": {"account_id": {"S": "a2"}, "avg_amount_30d": {"N": "1E2"}, "chargebacks_180d": {"N": "3.0"}},
+        "a3": {"account_id": {"S": "a3"}, "avg_amount_30d": {"NULL": True}},
+    }
     e = enricher(FakeTable(items))
     out = e.enrich([{"event_id": f"e{i}", "account_id": f"a{i}"} for i in (1, 2, 3)])
     assert "avg_amount_30d" not in out[0] and "chargebacks_180d" not in out[0]
@@ -244,13 +272,23 @@ def test_only_schema_features_may_be_enriched():
 def test_settings_build_the_enricher_or_none():
     base = {"SCORES_TABLE": "s", "DLQ_URL": "q", "MODEL_URI": "m"}
     assert enricher_from_settings(Settings.from_env(base), FakeTable({}), SCHEMA) is None
-    settings = Settings.from_env({**base, "FEATURE_TABLE": "features", "ENRICH_FEATURES": "avg_amount_30d, chargebacks_180d",
-                                  "ENRICH_CACHE_TTL_S": "30", "ENRICH_CACHE_MAX_ENTRIES": "10"})
+    settings = Settings.from_env(
+        {
+            **base,
+            "FEATURE_TABLE": "features",
+            "ENRICH_FEATURES": "avg_amount_30d, chargebacks_180d",
+            "ENRICH_CACHE_TTL_S": "30",
+            "ENRICH_CACHE_MAX_ENTRIES": "10",
+        }
+    )
     e = enricher_from_settings(settings, FakeTable({}), SCHEMA)
     assert e.features == ("avg_amount_30d", "chargebacks_180d") and e.ttl_s == 30 and e.max_entries == 10
     with pytest.raises(ConfigError, match="ENRICH_FEATURES"):
-        enricher_from_settings(Settings.from_env({**base, "FEATURE_TABLE": "f", "ENRICH_FEATURES": "nope"}),
-                               FakeTable({}), SCHEMA)
+        enricher_from_settings(
+            Settings.from_env({**base, "FEATURE_TABLE": "f", "ENRICH_FEATURES": "nope"}),
+            FakeTable({}),
+            SCHEMA,
+        )
 
 
 class RecordingScorer:
@@ -266,16 +304,33 @@ def test_pipeline_stage_between_decode_and_vectorize(scorer):
     # GIVEN a Kinesis batch whose events lack avg_amount_30d and chargebacks_180d (the latter is required)
     from tests.integration.test_handler_moto import valid_events
 
-    events = [{k: v for k, v in ev.items() if k not in ("avg_amount_30d", "chargebacks_180d")} | {"account_id": "a1"}
-              for ev in valid_events(3)]
+    events = [
+        {k: v for k, v in ev.items() if k not in ("avg_amount_30d", "chargebacks_180d")}
+        | {"account_id": "a1"}
+        for ev in valid_events(3)
+    ]
     recording = RecordingScorer(scorer)
     table = FakeTable({"a1": item("a1", avg="42.5", chargebacks="1")})
     # WHEN the batch runs without and with the enricher
-    without = process_batch(event_of(events), scorer=recording, vectorizer=Vectorizer(SCHEMA), sink=MemorySink(),
-                            quarantine=MemoryQuarantine(), deadline=Deadline(30), max_event_bytes=65536)
-    with_ = process_batch(event_of(events), scorer=recording, vectorizer=Vectorizer(SCHEMA), sink=MemorySink(),
-                          quarantine=MemoryQuarantine(), deadline=Deadline(30), max_event_bytes=65536,
-                          enricher=enricher(table))
+    without = process_batch(
+        event_of(events),
+        scorer=recording,
+        vectorizer=Vectorizer(SCHEMA),
+        sink=MemorySink(),
+        quarantine=MemoryQuarantine(),
+        deadline=Deadline(30),
+        max_event_bytes=65536,
+    )
+    with_ = process_batch(
+        event_of(events),
+        scorer=recording,
+        vectorizer=Vectorizer(SCHEMA),
+        sink=MemorySink(),
+        quarantine=MemoryQuarantine(),
+        deadline=Deadline(30),
+        max_event_bytes=65536,
+        enricher=enricher(table),
+    )
     # THEN without it the required field is missing (quarantined); with it every event is scored with the values
     assert [r.reason for r in without.quarantined] == ["missing_field"] * 3
     assert len(with_.scored) == 3 and not with_.quarantined

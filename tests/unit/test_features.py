@@ -1,16 +1,18 @@
 """features: schema validation and the float32 matrix."""
+
 import json
 
 import numpy as np
 import pytest
 
-from consumers.features import Vectorizer
-from consumers.types import Reason
-from model.schema import FeatureSchema
+from consumers.core.decode import decode_event
+from consumers.core.features import Vectorizer
+from consumers.core.schema import FeatureSchema
+from consumers.core.types import Reason
+from model import DEFAULT_SCHEMA_PATH
 from tests.conftest import load_event
-from consumers.decode import decode_event
 
-SCHEMA = FeatureSchema.load()
+SCHEMA = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 
 
 def valid_events():
@@ -37,23 +39,26 @@ def test_missing_optional_is_nan():
     assert r.matrix[0, j] == 31 and np.isnan(r.matrix[1, j])
 
 
-@pytest.mark.parametrize("field, value, reason", [
-    ("amount", "12.5", Reason.WRONG_TYPE),
-    ("amount", True, Reason.WRONG_TYPE),
-    ("amount", -1, Reason.OUT_OF_RANGE),
-    ("amount", 10**400, Reason.OUT_OF_RANGE),
-    ("hour_of_day", 3.5, Reason.WRONG_TYPE),
-    ("hour_of_day", 24, Reason.OUT_OF_RANGE),
-    ("currency", "XXX", Reason.UNKNOWN_CATEGORY),
-    ("currency", 3, Reason.WRONG_TYPE),
-    ("card_present", 1, Reason.WRONG_TYPE),
-    ("amount", None, Reason.MISSING_FIELD),
-    ("customer_age", "31", Reason.WRONG_TYPE),
-    ("event_id", None, Reason.MISSING_ID),
-    ("event_id", 17, Reason.BAD_ID),
-    ("event_id", "", Reason.BAD_ID),
-    ("event_id", "x" * 513, Reason.BAD_ID),
-])
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("amount", "12.5", Reason.WRONG_TYPE),
+        ("amount", True, Reason.WRONG_TYPE),
+        ("amount", -1, Reason.OUT_OF_RANGE),
+        ("amount", 10**400, Reason.OUT_OF_RANGE),
+        ("hour_of_day", 3.5, Reason.WRONG_TYPE),
+        ("hour_of_day", 24, Reason.OUT_OF_RANGE),
+        ("currency", "XXX", Reason.UNKNOWN_CATEGORY),
+        ("currency", 3, Reason.WRONG_TYPE),
+        ("card_present", 1, Reason.WRONG_TYPE),
+        ("amount", None, Reason.MISSING_FIELD),
+        ("customer_age", "31", Reason.WRONG_TYPE),
+        ("event_id", None, Reason.MISSING_ID),
+        ("event_id", 17, Reason.BAD_ID),
+        ("event_id", "", Reason.BAD_ID),
+        ("event_id", "x" * 513, Reason.BAD_ID),
+    ],
+)
 def test_each_violation_has_its_reason_and_spares_the_others(field, value, reason):
     good = valid_events()[1]
     bad = dict(good, event_id="bad")

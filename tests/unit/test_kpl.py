@@ -1,14 +1,18 @@
 """KPL aggregation: round trip, and strictness on malformed aggregates (quarantined whole, never truncated)."""
+
 import hashlib
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consumers import kpl
-from consumers.limits import KPL_MAGIC
-from consumers.types import Reason
+from consumers.core import kpl
+from consumers.core.limits import KPL_MAGIC
+from consumers.core.types import Reason
 
-records = st.lists(st.tuples(st.text(min_size=1, max_size=20), st.binary(max_size=200)), min_size=1, max_size=30)
+records = st.lists(
+    st.tuples(st.text(min_size=1, max_size=20), st.binary(max_size=200)), min_size=1, max_size=30
+)
 
 
 @given(records)

@@ -1,5 +1,6 @@
 """Training, the bundle format and local loading: deterministic versions, and every load failure names the
-bundle's URI and what is wrong (model/bundle.py, DESIGN.md §6.8)."""
+bundle's URI and what is wrong (consumers/core/bundle.py, DESIGN.md §6.8)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +12,12 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from consumers.errors import ModelError, SchemaError
-from consumers.features import Vectorizer
+from consumers.core.bundle import CARD_KEYS, features_json_bytes, load_bundle, write_bundle
+from consumers.core.errors import ModelError, SchemaError
+from consumers.core.features import Vectorizer
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH
 from model.__main__ import main
-from model.bundle import CARD_KEYS, features_json_bytes, load_bundle, write_bundle
-from model.schema import FeatureSchema
 from model.synthetic import generate_events
 from model.train import roc_auc, train
 
@@ -26,7 +28,7 @@ SMALL = {"rows": 6000, "trees": 30, "depth": 4, "seed": 3}
 
 @pytest.fixture(scope="module")
 def schema() -> FeatureSchema:
-    return FeatureSchema.load()
+    return FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Synthetic events: valid against the schema, deterministic per (seed, index), realistically correlated,
 and labelled at the documented base rate (model/synthetic.py)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from consumers.features import Vectorizer
-from model import synthetic
-from model.schema import FeatureSchema
+from consumers.core.features import Vectorizer
+from consumers.core.schema import FeatureSchema
+from model import DEFAULT_SCHEMA_PATH, synthetic
 from model.synthetic import CHUNK, generate_events, generate_labelled
 
 PY_TYPES = {"int": int, "float": float, "bool": bool, "category": str}
@@ -20,7 +21,7 @@ PY_TYPES = {"int": int, "float": float, "bool": bool, "category": str}
 
 @pytest.fixture(scope="module")
 def schema() -> FeatureSchema:
-    return FeatureSchema.load()
+    return FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_deterministic_and_resumable_at_any_index(schema):
     # THEN it equals the same slice of one longer run
     assert generate_events(schema, 10, seed=1, start_index=5) == generate_events(schema, 15, seed=1)[5:15]
     whole = generate_events(schema, CHUNK + 20, seed=1)
-    assert generate_events(schema, 30, seed=1, start_index=CHUNK - 10) == whole[CHUNK - 10:CHUNK + 20]
+    assert generate_events(schema, 30, seed=1, start_index=CHUNK - 10) == whole[CHUNK - 10 : CHUNK + 20]
     # AND another seed gives other events
     assert generate_events(schema, 5, seed=2) != whole[:5]
 
@@ -145,8 +146,9 @@ def test_fraud_is_more_likely_where_the_process_says(schema):
     assert rate(lambda e: not e["card_present"] and e["is_new_device"]) > 3 * base
     # AND 3-D Secure lowers it among the app and web payments that can use it
     web = ("ecommerce", "mobile_app")
-    assert (rate(lambda e: e["channel"] in web and e["three_ds_authenticated"])
-            < 0.5 * rate(lambda e: e["channel"] in web and not e["three_ds_authenticated"]))
+    assert rate(lambda e: e["channel"] in web and e["three_ds_authenticated"]) < 0.5 * rate(
+        lambda e: e["channel"] in web and not e["three_ds_authenticated"]
+    )
 
 
 def test_every_schema_feature_comes_from_the_process(schema):

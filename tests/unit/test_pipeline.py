@@ -1,12 +1,13 @@
 """process_batch: one predict per batch, de-duplication, and failure semantics of the response."""
+
 import numpy as np
 import pytest
 
-from consumers.errors import PredictError
-from consumers.features import Vectorizer
-from consumers.pipeline import process_batch
-from consumers.retry import Deadline
-from consumers.types import Reason
+from consumers.core.errors import PredictError
+from consumers.core.features import Vectorizer
+from consumers.core.pipeline import process_batch
+from consumers.core.retry import Deadline
+from consumers.core.types import Reason
 from tests.conftest import load_event
 from tests.helpers import MemoryQuarantine, MemorySink, event_of
 
@@ -23,14 +24,24 @@ class CountingBooster:
 def run(event, scorer, sink=None, quarantine=None):
     sink = sink or MemorySink()
     quarantine = quarantine or MemoryQuarantine()
-    out = process_batch(event, scorer=scorer, vectorizer=Vectorizer(scorer.schema), sink=sink, quarantine=quarantine,
-                        deadline=Deadline(30), max_event_bytes=65536)
+    out = process_batch(
+        event,
+        scorer=scorer,
+        vectorizer=Vectorizer(scorer.schema),
+        sink=sink,
+        quarantine=quarantine,
+        deadline=Deadline(30),
+        max_event_bytes=65536,
+    )
     return out, sink, quarantine
 
 
 def valid(n, prefix="e"):
     base = load_event("kinesis_valid.json")
-    import base64, orjson
+    import base64
+
+    import orjson
+
     ev = orjson.loads(base64.b64decode(base["Records"][1]["kinesis"]["data"]))
     return [dict(ev, event_id=f"{prefix}{i}", amount=float(i % 500)) for i in range(n)]
 
@@ -69,7 +80,8 @@ def test_duplicate_keys_highest_sequence_wins(scorer):
     later = dict(events[0], amount=499.0)
     out, sink, _ = run(event_of(events + [later]), scorer)
     assert len(sink.items) == 3
-    from consumers.events import sequence_number
+    from sam.local.events import sequence_number
+
     assert sink.items["e0"][1] == sequence_number(3)  # the later record, not the first
     assert len(out.scored) == 4  # the superseded record is scored through the winner
 
@@ -86,8 +98,13 @@ def test_unwritten_keys_are_retried_by_sequence_number(scorer):
 def test_malformed_records_are_quarantined_not_retried(scorer):
     out, _, q = run(load_event("kinesis_mixed.json"), scorer)
     assert out.response == {"batchItemFailures": []}
-    assert {r.reason for r in q.messages} >= {Reason.BAD_BASE64, Reason.BAD_JSON, Reason.NOT_OBJECT,
-                                              Reason.UNKNOWN_CATEGORY, Reason.NOT_UTF8}
+    assert {r.reason for r in q.messages} >= {
+        Reason.BAD_BASE64,
+        Reason.BAD_JSON,
+        Reason.NOT_OBJECT,
+        Reason.UNKNOWN_CATEGORY,
+        Reason.NOT_UTF8,
+    }
 
 
 def test_failed_quarantine_retries_the_record(scorer):

@@ -1,6 +1,7 @@
 """Producer: PutRecords batching to AWS limits, local refusal of what AWS would refuse, token bucket,
 resending of failed entries (Stubber: a fault no emulator produces), deadline reporting, KPL aggregation,
 and malformed payloads that carry the reason the consumer must give them."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,21 +12,23 @@ import orjson
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consumers import kpl
-from consumers.features import Vectorizer
-from consumers.limits import (
+from consumers.core import kpl
+from consumers.core.features import Vectorizer
+from consumers.core.limits import (
     KINESIS_MAX_RECORD_BYTES,
     KINESIS_PARTITION_KEY_MAX_CHARS,
     KINESIS_PUT_RECORDS_MAX_BYTES,
     KINESIS_PUT_RECORDS_MAX_ENTRIES,
 )
-from consumers.retry import Backoff
-from consumers.types import Reason
-from model.schema import FeatureSchema
+from consumers.core.retry import Backoff
+from consumers.core.schema import FeatureSchema
+from consumers.core.types import Reason
+from model import DEFAULT_SCHEMA_PATH
 from model.synthetic import generate_events
-from producer import PublishError, Publisher, PublishReport, TokenBucket
+from producer import Publisher, PublishError, PublishReport, TokenBucket
 from producer.__main__ import is_malformed, mixed_records
 from producer.malformed import AGGREGATE_KINDS, DEFAULT_KINDS, corrupt, malformed_payloads
 from producer.publisher import REJECT_OVERSIZED, REJECT_PARTITION_KEY
@@ -82,9 +85,13 @@ def quick_backoff(clock: FakeClock) -> Backoff:
 
 @pytest.fixture
 def stubbed():
-    client = boto3.client("kinesis", region_name="us-east-1",
-                          endpoint_url="https://kinesis.us-east-1.amazonaws.com",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "kinesis",
+        region_name="us-east-1",
+        endpoint_url="https://kinesis.us-east-1.amazonaws.com",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     with Stubber(client) as stubber:
         yield client, stubber
         stubber.assert_no_pending_responses()
@@ -130,8 +137,9 @@ def test_request_bytes_count_partition_keys():
     assert sum(len(c) for c in fake.calls) == 600
 
 
-@given(st.lists(st.tuples(st.integers(1, KINESIS_PARTITION_KEY_MAX_CHARS), st.integers(0, 400_000)),
-                max_size=40))
+@given(
+    st.lists(st.tuples(st.integers(1, KINESIS_PARTITION_KEY_MAX_CHARS), st.integers(0, 400_000)), max_size=40)
+)
 @settings(deadline=None, max_examples=40)
 def test_any_mix_of_sizes_is_batched_within_limits_and_in_order(shapes):
     # GIVEN records of arbitrary key and data sizes (all within the 1 MiB record limit)
@@ -155,7 +163,8 @@ def test_record_over_1_mib_with_its_key_is_refused_locally():
     fake = FakeKinesis()
     # WHEN they are published
     report = Publisher(fake, STREAM, keep_results=True).publish_records(
-        [exact, over, ("", b"{}"), ("k" * (KINESIS_PARTITION_KEY_MAX_CHARS + 1), b"{}"), longest_key])
+        [exact, over, ("", b"{}"), ("k" * (KINESIS_PARTITION_KEY_MAX_CHARS + 1), b"{}"), longest_key]
+    )
     # THEN what AWS would refuse never leaves (moto would take it) and is reported, not dropped
     assert fake.sent() == [exact, longest_key]
     assert report.rejected_local == 3
@@ -223,23 +232,46 @@ def test_only_failed_entries_are_resent_in_their_original_order(stubbed):
     client, stubber = stubbed
     records = [(f"k{i}", b'{"n":%d}' % i) for i in range(5)]
     # GIVEN a first answer where entries 1 and 3 failed (FailedRecordCount: no emulator does this)
-    stubber.add_response("put_records", {"FailedRecordCount": 2, "Records": [
-        ok("shardId-000000000000", 1), err("ProvisionedThroughputExceededException"),
-        ok("shardId-000000000001", 2), err("InternalFailure"), ok("shardId-000000000000", 3)]},
-        entries(records))
+    stubber.add_response(
+        "put_records",
+        {
+            "FailedRecordCount": 2,
+            "Records": [
+                ok("shardId-000000000000", 1),
+                err("ProvisionedThroughputExceededException"),
+                ok("shardId-000000000001", 2),
+                err("InternalFailure"),
+                ok("shardId-000000000000", 3),
+            ],
+        },
+        entries(records),
+    )
     # ... and a second request that must hold exactly entries 1 and 3, in that order
-    stubber.add_response("put_records", {"Records": [  # no FailedRecordCount: its model minimum is 1
-        ok("shardId-000000000001", 4), ok("shardId-000000000000", 5)]},
-        entries([records[1], records[3]]))
+    stubber.add_response(
+        "put_records",
+        {
+            "Records": [  # no FailedRecordCount: its model minimum is 1
+                ok("shardId-000000000001", 4),
+                ok("shardId-000000000000", 5),
+            ]
+        },
+        entries([records[1], records[3]]),
+    )
     clock = FakeClock()
     # WHEN they are published
-    report = Publisher(client, STREAM, backoff=quick_backoff(clock), clock=clock,
-                       keep_results=True).publish_records(records)
+    report = Publisher(
+        client, STREAM, backoff=quick_backoff(clock), clock=clock, keep_results=True
+    ).publish_records(records)
     # THEN all five are written, two of them on the second request, after one backoff pause
     assert (report.records_sent, report.requests, report.retried_entries, report.failed) == (5, 2, 2, 0)
     assert clock.sleeps == [pytest.approx(0.1)]
     assert [(r.key, r.sequence_number) for r in report.results] == [
-        (0, "1"), (2, "2"), (4, "3"), (1, "4"), (3, "5")]
+        (0, "1"),
+        (2, "2"),
+        (4, "3"),
+        (1, "4"),
+        (3, "5"),
+    ]
     assert report.shard_ranges == {"shardId-000000000000": ("1", "5"), "shardId-000000000001": ("2", "4")}
 
 
@@ -248,15 +280,25 @@ def test_entries_still_failing_at_the_deadline_are_reported_not_dropped(stubbed)
     records = [("a", b"1"), ("b", b"2")]
     # GIVEN entry "b" throttled on every attempt; backoff pauses of 0.1, 0.2, 0.4 s, then halves of the time
     # left (0.15, 0.075 s) while more than the base pause (0.1 s) remains; a 1 s deadline
-    stubber.add_response("put_records", {"FailedRecordCount": 1, "Records": [
-        ok("shardId-000000000000", 1), err("ProvisionedThroughputExceededException")]}, entries(records))
+    stubber.add_response(
+        "put_records",
+        {
+            "FailedRecordCount": 1,
+            "Records": [ok("shardId-000000000000", 1), err("ProvisionedThroughputExceededException")],
+        },
+        entries(records),
+    )
     for _ in range(5):  # attempts after 0.1, 0.3, 0.7, 0.85 and 0.925 s; then 0.075 s is left: give up
-        stubber.add_response("put_records", {"FailedRecordCount": 1, "Records": [
-            err("ProvisionedThroughputExceededException")]}, entries(records[1:]))
+        stubber.add_response(
+            "put_records",
+            {"FailedRecordCount": 1, "Records": [err("ProvisionedThroughputExceededException")]},
+            entries(records[1:]),
+        )
     clock = FakeClock()
     # WHEN they are published
-    report = Publisher(client, STREAM, deadline_s=1.0, backoff=quick_backoff(clock), clock=clock,
-                       keep_results=True).publish_records(records)
+    report = Publisher(
+        client, STREAM, deadline_s=1.0, backoff=quick_backoff(clock), clock=clock, keep_results=True
+    ).publish_records(records)
     # THEN "b" is reported failed with its error code; "a" was written
     assert (report.records_sent, report.failed, report.requests) == (1, 1, 6)
     assert report.failed_codes == {"ProvisionedThroughputExceededException": 1}
@@ -264,17 +306,32 @@ def test_entries_still_failing_at_the_deadline_are_reported_not_dropped(stubbed)
     assert 0.85 <= clock.now < 1.0 and not report.ok  # used the budget, never passed the deadline
 
 
-@pytest.mark.parametrize("code,status", [("ProvisionedThroughputExceededException", 400),
-                                         ("LimitExceededException", 400), ("InternalFailure", 500),
-                                         ("ServiceUnavailable", 503)])
+@pytest.mark.parametrize(
+    "code,status",
+    [
+        ("ProvisionedThroughputExceededException", 400),
+        ("LimitExceededException", 400),
+        ("InternalFailure", 500),
+        ("ServiceUnavailable", 503),
+    ],
+)
 def test_whole_request_throttling_and_5xx_back_off_and_retry(stubbed, code, status):
     client, stubber = stubbed
     records = [("a", b"1"), ("b", b"2")]
     # GIVEN a request that fails whole with a retryable error, then succeeds
-    stubber.add_client_error("put_records", code, "injected", http_status_code=status,
-                             expected_params=entries(records))
-    stubber.add_response("put_records", {"Records": [  # no FailedRecordCount: its model minimum is 1
-        ok("shardId-000000000000", 1), ok("shardId-000000000000", 2)]}, entries(records))
+    stubber.add_client_error(
+        "put_records", code, "injected", http_status_code=status, expected_params=entries(records)
+    )
+    stubber.add_response(
+        "put_records",
+        {
+            "Records": [  # no FailedRecordCount: its model minimum is 1
+                ok("shardId-000000000000", 1),
+                ok("shardId-000000000000", 2),
+            ]
+        },
+        entries(records),
+    )
     clock = FakeClock()
     # WHEN published
     report = Publisher(client, STREAM, backoff=quick_backoff(clock), clock=clock).publish_records(records)
@@ -301,8 +358,9 @@ def test_connection_errors_are_retried():
     assert report.records_sent == 1 and report.requests == 2
 
 
-@pytest.mark.parametrize("code", ["ResourceNotFoundException", "ValidationException",
-                                  "AccessDeniedException"])
+@pytest.mark.parametrize(
+    "code", ["ResourceNotFoundException", "ValidationException", "AccessDeniedException"]
+)
 def test_non_retryable_error_raises_publish_error_naming_the_stream(stubbed, code):
     client, stubber = stubbed
     records = [("a", b"1"), ("b", b"2")]
@@ -333,7 +391,7 @@ def test_missing_credentials_is_a_publish_error():
 # --- aggregation --------------------------------------------------------------------------------
 def test_aggregates_round_trip_through_the_consumer_deaggregator():
     # GIVEN 3,000 real events, aggregated into records of at most 20 KB
-    events = generate_events(FeatureSchema.load(), 3000, seed=5)
+    events = generate_events(FeatureSchema.load(DEFAULT_SCHEMA_PATH), 3000, seed=5)
     fake = FakeKinesis()
     budget = 20_000
     # WHEN they are published
@@ -367,7 +425,7 @@ def test_aggregate_size_accounting_matches_the_codec_exactly():
         # WHEN records are added one by one
         assert agg.add(i, k, d) == []
         # THEN the running size equals the encoded aggregate plus the first key
-        assert agg.size() == kpl.aggregated_size(pairs[:i + 1]) + len(pairs[0][0])
+        assert agg.size() == kpl.aggregated_size(pairs[: i + 1]) + len(pairs[0][0])
 
 
 def test_record_too_big_for_any_aggregate_goes_unaggregated():
@@ -387,8 +445,9 @@ def test_aggregated_failed_entry_counts_its_user_records(stubbed):
     records = [("a", b"1"), ("b", b"2"), ("c", b"3")]
     blob = kpl.aggregate(records)
     # GIVEN the single aggregate fails with a non-retryable error
-    stubber.add_client_error("put_records", "AccessDeniedException", "no",
-                             expected_params=entries([("a", blob)]))
+    stubber.add_client_error(
+        "put_records", "AccessDeniedException", "no", expected_params=entries([("a", blob)])
+    )
     # WHEN published aggregated
     with pytest.raises(PublishError) as info:
         Publisher(client, STREAM, aggregate=True).publish_records(records)
@@ -423,7 +482,7 @@ def consumer_reason(schema: FeatureSchema, data: bytes) -> Reason | None:
 
 
 def test_malformed_payloads_carry_the_reason_the_consumer_gives_them():
-    schema = FeatureSchema.load()
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
     kinds = DEFAULT_KINDS + AGGREGATE_KINDS
     # GIVEN the valid events they derive from are valid
     assert Vectorizer(schema)(generate_events(schema, 5 * len(kinds), seed=11)).errors == {}
@@ -438,7 +497,7 @@ def test_malformed_payloads_carry_the_reason_the_consumer_gives_them():
 
 
 def test_feature_level_corruptions_rotate_through_fields():
-    schema = FeatureSchema.load()
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
     event = generate_events(schema, 1, seed=2)[0]
     # WHEN one event is corrupted with several variants of one kind
     changed = set()
@@ -452,7 +511,7 @@ def test_feature_level_corruptions_rotate_through_fields():
 
 
 def test_cli_mix_has_the_exact_malformed_fraction_spread_evenly():
-    schema = FeatureSchema.load()
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
     # GIVEN 1,000 records at a 3% malformed fraction
     records = list(mixed_records(schema, 1000, seed=4, fraction=0.03))
     bad = [i for i, r in enumerate(records) if isinstance(r, tuple)]
@@ -464,9 +523,19 @@ def test_cli_mix_has_the_exact_malformed_fraction_spread_evenly():
 
 
 def test_report_json_is_serializable():
-    report = PublishReport(stream=STREAM, records_sent=3, kinesis_records=1, requests=1, retried_entries=0,
-                           failed=0, failed_codes={}, rejected_local=0, rejected_codes={}, seconds=0.5,
-                           shard_ranges={"shardId-000000000000": ("1", "1")})
+    report = PublishReport(
+        stream=STREAM,
+        records_sent=3,
+        kinesis_records=1,
+        requests=1,
+        retried_entries=0,
+        failed=0,
+        failed_codes={},
+        rejected_local=0,
+        rejected_codes={},
+        seconds=0.5,
+        shard_ranges={"shardId-000000000000": ("1", "1")},
+    )
     out = orjson.loads(orjson.dumps(report.to_json()))
     assert out["records_per_second"] == 6.0 and out["ok"] is True
     assert out["shard_ranges"] == {"shardId-000000000000": ["1", "1"]}

@@ -1,5 +1,6 @@
 """Backoff with full jitter inside a deadline."""
-from consumers.retry import Backoff, Deadline
+
+from consumers.core.retry import Backoff, Deadline
 
 
 class FakeClock:

@@ -1,0 +1,1 @@
+"""AWS adapters, one module per service; the only place in consumers/ that talks to botocore."""

@@ -1,0 +1,145 @@
+"""DynamoDB score writer: BatchWriteItem in chunks of <= 25 items / 16 MB, throttling and
+UnprocessedItems resent with exponential backoff and full jitter inside the invocation's time budget.
+
+What is still unwritten at the deadline is returned (by key) so the pipeline reports those records in
+``batchItemFailures``: Lambda retries them later. Writes are idempotent: one item per ``event_id``
+(the pipeline de-duplicates keys within a batch, because duplicate keys in one BatchWriteItem fail the
+whole request with ValidationException), and every attribute but ``scored_at`` is a function of the
+record (score, model version, position, arrival, ttl from arrival).
+
+https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html#Programming.Errors.RetryAndBackoff
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumers.aws.errors import error_code, is_retryable
+from consumers.core.limits import DYNAMODB_BATCH_WRITE_MAX_BYTES, DYNAMODB_BATCH_WRITE_MAX_ITEMS
+from consumers.core.ports import ScoreRows
+from consumers.core.retry import Backoff, Deadline
+
+log = logging.getLogger(__name__)
+
+_ITEM_OVERHEAD_BYTES = 256  # attribute names + fixed-size values, generous
+
+
+def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]]]:
+    """Low-level (typed) DynamoDB items, built directly: TypeSerializer + Decimal cost ~3x more."""
+    ttl_s = ttl_days * 86400
+    version = {"S": rows.model_version}
+    scored_at = {"N": str(rows.scored_at_ms)}
+    items = []
+    append = items.append
+    for event_id, score, pos, arrival in zip(rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals):
+        item = {
+            "event_id": {"S": event_id},
+            "score": {"N": f"{score:.9f}"},  # deterministic text for a float32 in [0, 1]
+            "model_version": version,
+            "shard_id": {"S": pos.shard_id},
+            "sequence_number": {"S": pos.sequence_number},  # up to 128 digits: a string, not a number
+            "arrived_at": {"N": str(int(arrival * 1000))},
+            "scored_at": scored_at,
+        }
+        if pos.sub_sequence_number is not None:
+            item["sub_sequence_number"] = {"N": str(pos.sub_sequence_number)}
+        if ttl_s:
+            item["ttl"] = {"N": str(int(arrival) + ttl_s)}
+        append(item)
+    return items
+
+
+def chunk_items(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Chunks of <= 25 items and <= 16 MB (sizes over-estimated: key lengths + fixed overhead)."""
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        item_size = (
+            len(item["event_id"]["S"])
+            + len(item["shard_id"]["S"])
+            + len(item["sequence_number"]["S"])
+            + _ITEM_OVERHEAD_BYTES
+        )
+        if chunk and (
+            len(chunk) == DYNAMODB_BATCH_WRITE_MAX_ITEMS or size + item_size > DYNAMODB_BATCH_WRITE_MAX_BYTES
+        ):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    if chunk:
+        yield chunk
+
+
+def write_chunks(
+    rows: ScoreRows,
+    deadline: Deadline,
+    *,
+    ttl_days: int,
+    executor: ThreadPoolExecutor | None,
+    write_chunk: Callable[[list[dict[str, Any]], Deadline], list[str]],
+) -> set[str]:
+    """Every writer's ``Sink.write``: items in chunks, the chunks overlapped on ``executor`` when there is one;
+    returns the keys ``write_chunk`` could not write."""
+    chunks = list(chunk_items(build_items(rows, ttl_days)))
+    if executor is None or len(chunks) < 2:
+        results = [write_chunk(c, deadline) for c in chunks]
+    else:
+        results = list(executor.map(lambda c: write_chunk(c, deadline), chunks))
+    return {key for failed in results for key in failed}
+
+
+class DynamoDBSink:
+    """botocore BatchWriteItem. The client should be built with botocore retries off
+    (``total_max_attempts=1``): this class owns retries so they respect the invocation deadline."""
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        backoff: Backoff,
+        ttl_days: int = 30,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.client = client
+        self.table = table
+        self.backoff = backoff
+        self.ttl_days = ttl_days
+        self.executor = executor  # overlaps requests; botocore clients are thread-safe
+        self.stats = {"requests": 0, "throttled_requests": 0, "unprocessed_items": 0}
+
+    def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
+        return write_chunks(
+            rows, deadline, ttl_days=self.ttl_days, executor=self.executor, write_chunk=self._write_chunk
+        )
+
+    def _write_chunk(self, chunk: list[dict[str, Any]], deadline: Deadline) -> list[str]:
+        pending = [{"PutRequest": {"Item": item}} for item in chunk]
+        attempt = 0
+        while True:
+            if deadline.expired():
+                break
+            try:
+                self.stats["requests"] += 1
+                resp = self.client.batch_write_item(RequestItems={self.table: pending})
+            except (ClientError, BotoCoreError) as exc:
+                if not is_retryable(exc):
+                    log.error("BatchWriteItem failed, not retryable: %s", error_code(exc))
+                    break
+                self.stats["throttled_requests"] += 1
+            else:
+                pending = resp.get("UnprocessedItems", {}).get(self.table, [])
+                if not pending:
+                    return []
+                self.stats["unprocessed_items"] += len(pending)
+            if not self.backoff.wait(attempt, deadline):
+                break
+            attempt += 1
+        return [req["PutRequest"]["Item"]["event_id"]["S"] for req in pending]

@@ -1,0 +1,123 @@
+"""Settings: one frozen object built once per container from the environment (explicit beats implicit:
+tests and the local poller pass a Settings; the handler builds it with ``from_env``).
+
+A missing or invalid variable raises ``ConfigError`` naming it, at cold start, not on the first record.
+Each entry point asks only for what it needs: ``from_env(require=...)`` names the variables that must be set
+(the Kinesis handler: ``KINESIS_REQUIRED``; the S3 batch and HTTP functions: ``S3_BATCH_REQUIRED`` /
+``HTTP_REQUIRED``, no ``DLQ_URL``); a variable not required and not set is ``""``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from consumers.core.errors import ConfigError
+
+KINESIS_REQUIRED = ("SCORES_TABLE", "DLQ_URL", "MODEL_URI")
+S3_BATCH_REQUIRED = ("MODEL_URI", "INPUT_PREFIX", "OUTPUT_PREFIX")  # SCORES_TABLE optional: items when set
+HTTP_REQUIRED = (
+    "MODEL_URI",
+)  # SCORES_TABLE only with HTTP_WRITE_SCORES=true (checked by consumers/http_handler.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    scores_table: str
+    dlq_url: str
+    model_uri: str
+    score_ttl_days: int = 30  # 0 = no ttl attribute
+    max_event_bytes: int = 64 * 1024  # a scoring event is ~0.6 KB; anything near this is not one
+    model_cache_dir: str = "/tmp/model-cache"
+    time_reserve_ms: int = 1500  # kept back from the Lambda timeout to build and return the response
+    retry_base_ms: int = 50
+    retry_cap_ms: int = 2000
+    # concurrent BatchWriteItem requests: at 10 ms service latency, 10k items take 1.19 s wall with 4 threads and
+    # 0.60 s with 8, at the same CPU (benchmarks/results/REPORT.md, lean writer)
+    write_threads: int = 8
+    # "lean": consumers/aws/lean_dynamodb.py (orjson + SigV4 + keep-alive HTTP, ~0.15 ms client CPU per
+    # BatchWriteItem(25)); "botocore": the boto3 client (~4-5 ms). benchmarks/results/REPORT.md.
+    scores_writer: str = "lean"
+    # Feature enrichment (consumers/aws/feature_table.py): off while FEATURE_TABLE is empty.
+    feature_table: str = ""
+    enrich_key_field: str = "account_id"  # event field = the feature table's partition key (S)
+    enrich_features: tuple[str, ...] = ("avg_amount_30d",)  # only names of model/features.json
+    enrich_cache_ttl_s: int = 300
+    enrich_cache_max_entries: int = 50_000
+    enrich_budget_ms: int = 1000  # time one batch may spend reading the feature table
+    # S3 batch scoring (consumers/s3_handler.py) and the HTTP API (consumers/http_handler.py)
+    input_prefix: str = ""
+    output_prefix: str = ""
+    chunk_rows: int = 5000  # rows per predict; benchmarks/results/s3_chunks.json
+    http_write_scores: bool = False
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, require: Collection[str] = KINESIS_REQUIRED
+    ) -> Settings:
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value and name in require:
+                raise ConfigError(f"environment variable {name} is required but not set")
+            return value
+
+        def boolean(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw not in ("true", "false", "1", "0"):
+                raise ConfigError(f"environment variable {name} must be true or false, got {env.get(name)!r}")
+            return raw in ("true", "1")
+
+        def names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            return tuple(n for n in (part.strip() for part in raw.split(",")) if n)
+
+        def integer(name: str, default: int, lo: int, hi: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+            if not lo <= value <= hi:
+                raise ConfigError(f"environment variable {name} must be in {lo}..{hi}, got {value}")
+            return value
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            value = env.get(name, "").strip().lower() or default
+            if value not in allowed:
+                raise ConfigError(
+                    f"environment variable {name} must be one of {', '.join(allowed)}, got {env.get(name)!r}"
+                )
+            return value
+
+        return cls(
+            scores_table=required("SCORES_TABLE"),
+            dlq_url=required("DLQ_URL"),
+            model_uri=required("MODEL_URI"),
+            score_ttl_days=integer("SCORE_TTL_DAYS", 30, 0, 3650),
+            max_event_bytes=integer("MAX_EVENT_BYTES", 64 * 1024, 256, 1024 * 1024),
+            model_cache_dir=env.get("MODEL_CACHE_DIR", "").strip() or "/tmp/model-cache",
+            time_reserve_ms=integer("TIME_RESERVE_MS", 1500, 0, 60_000),
+            retry_base_ms=integer("RETRY_BASE_MS", 50, 1, 10_000),
+            retry_cap_ms=integer("RETRY_CAP_MS", 2000, 1, 60_000),
+            write_threads=integer("WRITE_THREADS", 8, 1, 32),
+            scores_writer=choice("SCORES_WRITER", "lean", ("lean", "botocore")),
+            feature_table=required("FEATURE_TABLE"),
+            enrich_key_field=env.get("ENRICH_KEY_FIELD", "").strip() or "account_id",
+            enrich_features=names("ENRICH_FEATURES", ("avg_amount_30d",)),
+            enrich_cache_ttl_s=integer("ENRICH_CACHE_TTL_S", 300, 0, 86_400),
+            enrich_cache_max_entries=integer("ENRICH_CACHE_MAX_ENTRIES", 50_000, 0, 10_000_000),
+            enrich_budget_ms=integer("ENRICH_BUDGET_MS", 1000, 10, 60_000),
+            input_prefix=required("INPUT_PREFIX"),
+            output_prefix=required("OUTPUT_PREFIX"),
+            chunk_rows=integer("CHUNK_ROWS", 5000, 1, 100_000),
+            http_write_scores=boolean("HTTP_WRITE_SCORES", False),
+        )

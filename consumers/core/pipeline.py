@@ -1,0 +1,139 @@
+"""process_batch: one Kinesis batch -> scored / quarantined / retried, and Lambda's response.
+
+Invariant (tested with hypothesis): every user record (a Kinesis record, or each sub-record of a KPL
+aggregate) ends in exactly one of
+  scored       its event_id's item is in DynamoDB (duplicates within the batch: the highest position wins,
+               the others are scored through it),
+  quarantined  a message with its reason is in the dead-letter queue,
+  retried      its sequence number is in ``batchItemFailures``.
+Only what a retry can cure is retried (throttling, an outage); what never can (malformed input) is
+quarantined, because Lambda re-delivers from the lowest failed sequence number and a poison record would
+block its shard until MaximumRetryAttempts/MaximumRecordAgeInSeconds run out.
+https://docs.aws.amazon.com/lambda/latest/dg/services-kinesis-batchfailurereporting.html
+
+No boto3 here: scorer, sink and quarantine are injected. So is the optional ``enricher`` (a stage between
+decode and vectorize that may fill schema fields from a feature table, consumers/aws/feature_table.py); it never
+raises and never rejects: an entity it cannot read leaves its fields missing (NaN).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import numpy as np
+
+from consumers.core.decode import decode_event
+from consumers.core.features import Vectorizer
+from consumers.core.ports import Enricher, Quarantine, ScoreRows, Sink
+from consumers.core.retry import Deadline
+from consumers.core.scoring import Scorer
+from consumers.core.types import BatchOutcome, BatchResponse, Position, Rejected
+
+Span = Callable[[str], AbstractContextManager[Any]]
+
+
+def no_span(name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+class _Stages:
+    """Per-stage wall and CPU milliseconds, each stage inside a trace span (X-Ray subsegment on Lambda)."""
+
+    def __init__(self, span: Span) -> None:
+        self.timings: dict[str, float] = {}
+        self._span = span
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        with self._span(stage):
+            yield
+        self.timings[f"{stage}_ms"] = (time.perf_counter() - wall) * 1000
+        self.timings[f"{stage}_cpu_ms"] = (time.process_time() - cpu) * 1000
+
+
+def response_for(retried: list[Position]) -> BatchResponse:
+    """Lambda's partial-failure response: each failed (parent) sequence number once, in stream order."""
+    seqs = sorted({p.sequence_number for p in retried}, key=int)
+    return {"batchItemFailures": [{"itemIdentifier": s} for s in seqs]}
+
+
+def process_batch(
+    event: dict[str, Any],
+    *,
+    scorer: Scorer,
+    vectorizer: Vectorizer,
+    sink: Sink,
+    quarantine: Quarantine,
+    deadline: Deadline,
+    max_event_bytes: int,
+    now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    span: Span = no_span,
+    enricher: Enricher | None = None,
+) -> BatchOutcome:
+    stage = _Stages(span)
+    with stage("decode"):
+        decoded = decode_event(event, max_event_bytes=max_event_bytes)
+        records = event["Records"]
+        source_arn = records[0].get("eventSourceARN", "") if records else ""
+
+    events = [d.event for d in decoded.decoded]
+    if enricher is not None:
+        with stage("enrich"):
+            events = enricher.enrich(events, deadline)
+
+    with stage("vectorize"):
+        vec = vectorizer(events)
+        rejected: list[Rejected] = list(decoded.rejected)
+        for i, (reason, detail) in sorted(vec.errors.items()):
+            d = decoded.decoded[i]
+            rejected.append(Rejected(d.position, reason, detail, d.data, d.partition_key, d.arrival))
+
+    # The one predict of the batch. A failure raises (PredictError): nothing can be scored, so the whole
+    # batch goes back to Lambda, which retries it (and bisects it, when enabled).
+    with stage("predict"):
+        scores = scorer.predict(vec.matrix) if vec.matrix.shape[0] else np.empty(0, dtype=np.float32)
+
+    # One item per event_id: the highest position wins. Every scored row remembers its key.
+    with stage("items"):
+        winner: dict[str, int] = {}
+        positions = [decoded.decoded[r].position for r in vec.ok_rows]
+        for m, key in enumerate(vec.ids):
+            w = winner.get(key)
+            if w is None or positions[m].order > positions[w].order:
+                winner[key] = m
+        rows_idx = list(winner.values())
+        rows = ScoreRows(
+            ids=[vec.ids[m] for m in rows_idx],
+            scores=scores[rows_idx] if rows_idx else scores,
+            positions=[positions[m] for m in rows_idx],
+            arrivals=[decoded.decoded[vec.ok_rows[m]].arrival for m in rows_idx],
+            model_version=scorer.version,
+            scored_at_ms=now_ms(),
+        )
+
+    with stage("write"):
+        # Throttled writes may use the whole budget; keep a slice for the dead-letter sends.
+        reserve = min(2.0, 0.2 * max(deadline.remaining(), 0.0)) if rejected else 0.0
+        unwritten = sink.write(rows, deadline.shortened(reserve)) if len(rows) else set()
+    with stage("quarantine"):
+        unsent = quarantine.send(rejected, source_arn, deadline) if rejected else []
+
+    scored: list[Position] = []
+    retried: list[Position] = []
+    for m, key in enumerate(vec.ids):
+        (retried if key in unwritten else scored).append(positions[m])
+    unsent_positions = {id(r) for r in unsent}
+    quarantined = [r for r in rejected if id(r) not in unsent_positions]
+    retried.extend(r.position for r in unsent)
+    return BatchOutcome(
+        response=response_for(retried),
+        scored=scored,
+        quarantined=quarantined,
+        retried=retried,
+        timings_ms=stage.timings,
+        model_version=scorer.version,
+    )

@@ -1,0 +1,83 @@
+"""The interfaces the scoring core needs from the outside world, and the values that cross them.
+
+The core (``consumers.core.pipeline`` and the file scorer) depends on these protocols only; the AWS adapters
+(``consumers.aws``) implement them, so the core never imports botocore, and tests can pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from consumers.core.retry import Deadline
+from consumers.core.types import Position, Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRows:
+    """Scores of one batch, one row per distinct event_id (parallel sequences)."""
+
+    ids: list[str]
+    scores: np.ndarray  # float32
+    positions: list[Position]
+    arrivals: list[float]  # approximateArrivalTimestamp, epoch s
+    model_version: str
+    scored_at_ms: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Sink(Protocol):
+    def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
+        """Write every row; return the event ids that are still unwritten at the deadline."""
+        ...
+
+
+class Quarantine(Protocol):
+    def send(self, rejected: Sequence[Rejected], source_arn: str, deadline: Deadline) -> list[Rejected]:
+        """Send every record to the dead-letter queue; return those not sent by the deadline."""
+        ...
+
+
+@dataclass
+class EnrichStats:
+    lookups: int = 0  # distinct keys looked up (events that had every enrichable field are not looked up)
+    hits: int = 0
+    misses: int = 0
+    fetched: int = 0  # keys read from the table (found or not)
+    not_found: int = 0
+    unread: int = 0  # keys the table did not answer for within the budget (or after an error)
+    requests: int = 0  # BatchGetItem calls
+    unprocessed_retries: int = 0  # calls that resent UnprocessedKeys
+    errors: int = 0  # failed calls
+    invalid_values: int = 0  # table attributes of the wrong DynamoDB type (dropped)
+    enriched_events: int = 0  # events that got at least one field
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits / lookups, or None when nothing was looked up."""
+        return self.hits / self.lookups if self.lookups else None
+
+    def add(self, other: EnrichStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class Enricher(Protocol):
+    """Fills missing schema fields of events from elsewhere; returns the events (new dicts where it added
+    something, the originals otherwise). Must not raise for a record's content or a dependency outage.
+    ``features``: the fields it may fill; ``last``: what the latest ``enrich`` call did."""
+
+    features: tuple[str, ...]
+    last: EnrichStats
+
+    def enrich(self, events: list[dict[str, Any]], deadline: Deadline) -> list[dict[str, Any]]: ...
+
+
+def hit_rate_percent(stats: EnrichStats) -> float | None:
+    rate = stats.hit_rate
+    return None if rate is None else round(100.0 * rate, 2)

@@ -1,0 +1,133 @@
+"""Wire shapes (TypedDicts, as Lambda sends and expects them) and internal values (frozen dataclasses).
+
+Sources: https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html (event shape) and
+https://docs.aws.amazon.com/lambda/latest/dg/services-kinesis-batchfailurereporting.html (response).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+
+# --- wire shapes -------------------------------------------------------------------------------
+class KinesisData(TypedDict):
+    kinesisSchemaVersion: str
+    partitionKey: str
+    sequenceNumber: str
+    data: str  # base64
+    approximateArrivalTimestamp: float  # epoch seconds
+
+
+class KinesisRecord(TypedDict):
+    kinesis: KinesisData
+    eventSource: str  # "aws:kinesis"
+    eventVersion: str
+    eventID: str  # "shardId-000000000000:<sequenceNumber>"
+    eventName: str
+    invokeIdentityArn: str
+    awsRegion: str
+    eventSourceARN: str
+
+
+class KinesisEvent(TypedDict):
+    Records: list[KinesisRecord]
+
+
+class BatchItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class BatchResponse(TypedDict):
+    batchItemFailures: list[BatchItemFailure]
+
+
+class QuarantineMessage(TypedDict):
+    """Body of a dead-letter message (JSON). ``data`` is the raw record data, base64."""
+
+    reason: str
+    detail: str
+    shard_id: str
+    sequence_number: str
+    sub_sequence_number: int | None
+    partition_key: str
+    approximate_arrival_timestamp: float
+    event_source_arn: str
+    data: str
+    data_bytes: int
+    data_sha256: str
+    data_truncated: bool
+    model_version: NotRequired[str]
+
+
+# --- internal values ---------------------------------------------------------------------------
+class Reason(StrEnum):
+    """Why a record can never be scored. Each is a quarantine reason code (message attribute ``reason``)."""
+
+    BAD_BASE64 = "bad_base64"
+    EMPTY = "empty"
+    OVERSIZED = "oversized"
+    BAD_AGGREGATE = "bad_aggregate"  # KPL magic present but the protobuf is malformed/truncated
+    BAD_AGGREGATE_CHECKSUM = "bad_aggregate_checksum"  # KPL magic present, MD5 does not match
+    NOT_UTF8 = "not_utf8"
+    BAD_JSON = "bad_json"
+    NOT_OBJECT = "not_object"
+    DUPLICATE_KEY = (
+        "duplicate_key"  # a JSON object (at any depth) names a key twice: parsers disagree on its value
+    )
+    MISSING_ID = "missing_id"
+    BAD_ID = "bad_id"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    OUT_OF_RANGE = "out_of_range"
+    UNKNOWN_CATEGORY = "unknown_category"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a user record sits in the stream. KPL sub-records share their parent's sequence number."""
+
+    shard_id: str
+    sequence_number: str
+    sub_sequence_number: int | None = None
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Total order within a shard (sequence numbers are decimal strings of up to 128 digits)."""
+        return int(self.sequence_number), -1 if self.sub_sequence_number is None else self.sub_sequence_number
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A record that decoded to a JSON object; not yet validated against the schema."""
+
+    position: Position
+    event: dict[str, Any]
+    arrival: float
+    partition_key: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that can never be scored. ``detail`` names fields and types, never payload values."""
+
+    position: Position
+    reason: Reason
+    detail: str
+    data: bytes
+    partition_key: str
+    arrival: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What happened to every user record of one batch (each position appears in exactly one list)."""
+
+    response: BatchResponse
+    scored: list[Position]
+    quarantined: list[Rejected]
+    retried: list[Position]
+    timings_ms: dict[str, float]
+    model_version: str = ""

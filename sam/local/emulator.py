@@ -1,0 +1,117 @@
+"""moto in server mode, as a child process on a free 127.0.0.1 port (the embedded local default).
+
+boto3 reaches it through the standard ``AWS_ENDPOINT_URL``; ``MotoServer.env()`` gives the variables
+(fake credentials, region, endpoint) a client or a child process needs. The server is always stopped by
+``stop()`` / the context manager, and killed with its process group if it does not exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOCAL_REGION = "us-east-1"
+LOCAL_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": LOCAL_REGION,
+    "AWS_REGION": LOCAL_REGION,
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MotoServer:
+    port: int = 0
+    startup_timeout_s: float = 30.0
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    # moto logs every request to stderr: a pipe nobody drains fills up (64 KiB) and blocks the server,
+    # so its output goes to a file that is read only to explain a failed start.
+    _log: tempfile._TemporaryFileWrapper[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def start(self) -> MotoServer:
+        if not self.port:
+            self.port = free_port()
+        self._log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            start_new_session=True,
+            env={**os.environ, **LOCAL_ENV},
+        )
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = Path(self._log.name).read_text(errors="replace")
+                raise RuntimeError(
+                    f"moto server exited at start (code {self._proc.returncode}): {err[-2000:]}"
+                )
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+                return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"moto server did not answer on {self.endpoint} within {self.startup_timeout_s:.0f} s"
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        """True while the server process runs (a run stops early instead of hanging when it dies)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset API): a clean slate between tests."""
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,68 @@
+"""Create the stream, scores table and queues that sam/template.yaml declares, on an emulator
+(or a sandbox account), with the same keys and settings the code relies on."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def create_scores_table(ddb: Any, name: str) -> None:
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+
+
+def create_queue(sqs: Any, name: str) -> str:
+    return sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+
+
+def queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def create_stream(kinesis: Any, name: str, shards: int, timeout_s: float = 30.0) -> str:
+    kinesis.create_stream(StreamName=name, ShardCount=shards)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        desc = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        if desc["StreamStatus"] == "ACTIVE":
+            return desc["StreamARN"]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stream {name} not ACTIVE after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def drain_queue(sqs: Any, url: str, *, max_empty_polls: int = 2) -> list[dict[str, Any]]:
+    """Receive (and delete) every message currently in a queue."""
+    out: list[dict[str, Any]] = []
+    empty = 0
+    while empty < max_empty_polls:
+        msgs = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not msgs:
+            empty += 1
+            continue
+        out.extend(msgs)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+        )
+    return out
+
+
+def scan_all(ddb: Any, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        page = ddb.scan(**kwargs)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
