@@ -2,14 +2,14 @@
 
     taskset -c 0 .venv/bin/python -m benchmarks.coldstart [--runs 10] [--records 1000]
 
-Each run is a new ``python`` process pinned to core 0: interpreter start, import of the dependencies
-(numpy, xgboost, boto3, Powertools), import of ``consumers.handler`` (Lambda's init phase: settings, boto3
-clients, model bundle load, ``gc.freeze``), then the first batch of ``--records`` events (DynamoDB: the instant
-local endpoint on core 1). The model load is also timed alone (a second load in the same process, after
-the first batch). One warm-up process first (not counted) makes sure every ``.pyc`` is written and in the
-page cache, so this measures CPU, not disk. Wall and CPU time are both recorded: on a busy machine the wall
-time includes waiting for the core (Lambda gives the init phase its own vCPU). The packaged-zip variant, with and without ``.pyc``, is
-sam/coldstart.py. Writes ``results/coldstart.json``.
+Each run is a new ``python`` process pinned to core 0: interpreter start, import of the dependencies (numpy,
+xgboost, boto3, Powertools), import of ``consumers.handler`` (Lambda's init phase: settings, boto3 clients,
+model bundle load, ``gc.freeze``), then the first batch of ``--records`` events (DynamoDB: the instant local
+endpoint on core 1). The model load is also timed alone (a second load in the same process, after the first
+batch). One warm-up process first (not counted) makes sure every ``.pyc`` is written and in the page cache,
+so this measures CPU, not disk. Wall and CPU time are both recorded: on a busy machine the wall time
+includes waiting for the core (Lambda gives the init phase its own vCPU). The packaged-zip variant, with and
+without ``.pyc``, is sam/coldstart.py. Writes ``results/coldstart.json``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ m1 = time.perf_counter()
 import resource
 json.dump({"cpu_interpreter_start_s": c0, "cpu_imports_s": c1 - c0, "cpu_init_s": c2 - c1,
            "cpu_first_batch_s": c4 - c3, "cpu_total_s": c0 + (c2 - c0) + (c4 - c3),
-           "t0": t0, "imports_s": t1 - t0, "init_s": t2 - t1, "first_batch_s": t4 - t3, "model_load_s": m1 - m0,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "modules": len(sys.modules)},
+           "t0": t0, "imports_s": t1 - t0, "init_s": t2 - t1, "first_batch_s": t4 - t3,
+           "model_load_s": m1 - m0,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "modules": len(sys.modules)},
           open(sys.argv[2], "w"))
 """
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,10 +31,8 @@ TARGET_LABELS = {
 def pin(cpu: int = BENCH_CPU) -> None:
     """Pin this process to one core (the Makefile also starts it under ``taskset -c 0``)."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
-        try:
+        with suppress(OSError):
             os.sched_setaffinity(0, {cpu})
-        except OSError:
-            pass
 
 
 def pin_pid(pid: int, cpu: int = SERVER_CPU) -> None:
@@ -117,10 +115,8 @@ def create_resources(endpoint_url: str, table: str = "scores", queue: str = "dlq
         region_name=env["AWS_REGION"],
     )
     ddb = session.client("dynamodb", endpoint_url=endpoint_url)
-    try:
+    with suppress(ddb.exceptions.ResourceInUseException):
         create_scores_table(ddb, table)
-    except ddb.exceptions.ResourceInUseException:
-        pass
     return create_queue(session.client("sqs", endpoint_url=endpoint_url), queue)
 
 

@@ -320,7 +320,8 @@ def print_ratios(result: dict) -> None:
     for r in result["ratios"]:
         print(
             f"{r['target']:10s} {r['size']:6d} {r['handler_records_per_s_cpu']:9.0f} "
-            f"{r.get('handler_vs_per_record_cpu', float('nan')):9.1f} {r.get('handler_vs_naive_cpu', float('nan')):9.1f} "
+            f"{r.get('handler_vs_per_record_cpu', float('nan')):9.1f} "
+            f"{r.get('handler_vs_naive_cpu', float('nan')):9.1f} "
             f"{r.get('handler_vs_handler_botocore_cpu', float('nan')):10.1f}"
         )
 

@@ -157,8 +157,9 @@ def run_one(
     if rate is not None:
         out["sustained"] = out["completed"] and out["wall_s"] <= n / rate + 2.0
     log(
-        f"  {scenario:6s} BatchSize {size:6d}: {out['records_per_s']:8.0f} rec/s, p50 {out['latency_ms_p50']:8.0f} ms, "
-        f"p99 {out['latency_ms_p99']:8.0f} ms, max backlog {max_backlog}, {out['invocations']} invocations, "
+        f"  {scenario:6s} BatchSize {size:6d}: {out['records_per_s']:8.0f} rec/s, p50 "
+        f"{out['latency_ms_p50']:8.0f} ms, p99 {out['latency_ms_p99']:8.0f} ms, max backlog {max_backlog}, "
+        f"{out['invocations']} invocations, "
         f"mean batch {out['mean_batch']}" + ("" if out["completed"] else f"  (INCOMPLETE: {done}/{n})")
     )
     return out

@@ -95,7 +95,10 @@ def main() -> int:
             print(
                 f"run {i}: wall {wall:.3f} s, cpu {cpu:.3f} s" + ("" if i else " (warm-up)"), file=sys.stderr
             )
-        med = lambda k: statistics.median(r[k] for r in runs)
+
+        def med(k: str) -> float:
+            return statistics.median(r[k] for r in runs)
+
         stages = ["decode", "vectorize", "predict", "items", "write", "quarantine"]
         result = {
             "benchmark": "handler_moto",

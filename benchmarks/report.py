@@ -30,7 +30,7 @@ def load(name: str) -> dict | None:
 def fmt(v: Any, digits: int = 0) -> str:
     if v is None:
         return "–"
-    if isinstance(v, float) or isinstance(v, int):
+    if isinstance(v, (float, int)):
         return f"{v:,.{digits}f}"
     return str(v)
 
@@ -51,7 +51,7 @@ def plots(compare: dict | None, write: dict | None, e2e: dict | None, cost: dict
     made = []
     if compare:
         rows = compare["rows"]
-        targets = [t for t in compare["targets"]]
+        targets = list(compare["targets"])
         fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
         for ax, target in zip(axes[0], targets):
             for v in compare["variants"]:
@@ -304,28 +304,30 @@ def report() -> str:
     out = [
         "# Benchmarks: one predict per batch, measured",
         "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` (benchmarks/run_all.py). "
-        f"Machine: {mach.get('cpu_model', '?')}, {mach.get('cpus', '?')} vCPUs, Python {mach.get('python', '?')}, "
-        f"botocore {mach.get('botocore', '?')}, xgboost {mach.get('xgboost', '?')}. Measured process pinned to "
-        "core 0, endpoints (moto, the fake DynamoDB) on core 1. CPU = user + system time of the whole process "
-        "(all threads), so it is what one Lambda vCPU would spend.",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` "
+        f"(benchmarks/run_all.py). Machine: {mach.get('cpu_model', '?')}, {mach.get('cpus', '?')} vCPUs, "
+        f"Python {mach.get('python', '?')}, botocore {mach.get('botocore', '?')}, xgboost "
+        f"{mach.get('xgboost', '?')}. Measured process pinned to core 0, endpoints (moto, the fake DynamoDB) "
+        "on core 1. CPU = user + system time of the whole process (all threads), so it is what one Lambda "
+        "vCPU would spend.",
         "",
     ]
     run = load("run_all")
     if run:
         out += [
-            f"Load average during the run: {run.get('loadavg_start')} at start, {run.get('loadavg_end')} at end "
-            f"(other work on this machine inflates wall times more than CPU times). Total {run.get('duration_s')} s.",
+            f"Load average during the run: {run.get('loadavg_start')} at start, {run.get('loadavg_end')} at "
+            "end (other work on this machine inflates wall times more than CPU times). Total "
+            f"{run.get('duration_s')} s.",
             "",
         ]
     if compare and compare.get("event_payload_bytes"):
         sizes_b = {int(k): v for k, v in compare["event_payload_bytes"].items()}
         big = max(sizes_b)
         out += [
-            f"**Lambda's 6 MB payload cap**: a {big:,}-record batch of these events is a {sizes_b[big] / 1e6:.1f} MB "
-            f"event, so on Lambda only ~{compare['largest_batch_fitting_6mb']:,} records fit in one invocation; "
-            "rows for larger batches measure the code's throughput, not a batch Lambda can deliver "
-            "(the column `fits 6 MB` in the cost table says which).",
+            f"**Lambda's 6 MB payload cap**: a {big:,}-record batch of these events is a "
+            f"{sizes_b[big] / 1e6:.1f} MB event, so on Lambda only ~{compare['largest_batch_fitting_6mb']:,} "
+            "records fit in one invocation; rows for larger batches measure the code's throughput, not a "
+            "batch Lambda can deliver (the column `fits 6 MB` in the cost table says which).",
             "",
         ]
     out += targets_section(compare, write, stages, cold)
@@ -334,8 +336,9 @@ def report() -> str:
         out += [
             "## Write path: client CPU per BatchWriteItem(25)",
             "",
-            f"{write['requests']} requests of 25 typed items against the instant endpoint, median of {write['repeat']}. "
-            "aiodynamo is not installed here (nothing is pip-installed for benchmarks): not measured.",
+            f"{write['requests']} requests of 25 typed items against the instant endpoint, median of "
+            f"{write['repeat']}. aiodynamo is not installed here (nothing is pip-installed for benchmarks): "
+            "not measured.",
             "",
         ]
         out.append(
@@ -373,10 +376,11 @@ def report() -> str:
         out += [
             "## By batch size: naive vs per-record library vs this handler (one run)",
             "",
-            f"Caps: naive measured on at most {compare['caps']['naive']} records of each batch, the per-record "
-            f"library on at most {compare['caps']['per_record']:,}; their rates are per record and their wall time "
-            "per batch is extrapolated (marked *). `handler_botocore` is the handler with SCORES_WRITER=botocore. "
-            "Each instant-endpoint cell is its own process (peak RSS is that batch's).",
+            f"Caps: naive measured on at most {compare['caps']['naive']} records of each batch, the "
+            f"per-record library on at most {compare['caps']['per_record']:,}; their rates are per record "
+            "and their wall time per batch is extrapolated (marked *). `handler_botocore` is the handler "
+            "with SCORES_WRITER=botocore. Each instant-endpoint cell is its own process (peak RSS is that "
+            "batch's).",
             "",
         ]
         for target in compare["targets"]:
@@ -423,8 +427,8 @@ def report() -> str:
             "",
             "items = building the DynamoDB items (for the handler: de-duplication + `build_items`); write = "
             "sending them; other = what no stage accounts for (Powertools decorators, logging, metrics, "
-            "BatchProcessor, loops). runtime parse = the Lambda runtime's `json.loads` of the payload (billed, "
-            "before the handler).",
+            "BatchProcessor, loops). runtime parse = the Lambda runtime's `json.loads` of the payload "
+            "(billed, before the handler).",
             "",
         ]
         out.append(
@@ -467,20 +471,21 @@ def report() -> str:
         )
         out += [
             "",
-            f"Sum of the fastest: {stages['fastest_sum_ms']:.1f} ms; the project's implementations of the same "
-            f"stages in the same process: {stages['project_sum_ms']:.1f} ms.",
+            f"Sum of the fastest: {stages['fastest_sum_ms']:.1f} ms; the project's implementations of the "
+            f"same stages in the same process: {stages['project_sum_ms']:.1f} ms.",
             "",
         ]
     if e2e:
         out += [
             "## End to end through the local poller and moto (by BatchSize)",
             "",
-            f"Writer: {e2e['writer']}. Template MaximumBatchingWindowInSeconds: {e2e.get('template_batching_window_s')}. "
-            "Latency = ApproximateArrivalTimestamp to the record's batch checkpointed (after its item was written). "
-            "Producer, poller and handler share core 0; moto (Kinesis, DynamoDB, SQS) is on core 1 and is the "
-            "bottleneck for large batches (its GetRecords/PutRecords are far slower than Kinesis). moto reports "
-            "MillisBehindLatest as 0, so lag is shown as the largest backlog (records published, not checkpointed) "
-            "and the largest arrival-to-checkpoint age.",
+            f"Writer: {e2e['writer']}. Template MaximumBatchingWindowInSeconds: "
+            f"{e2e.get('template_batching_window_s')}. Latency = ApproximateArrivalTimestamp to the record's "
+            "batch checkpointed (after its item was written). Producer, poller and handler share core 0; "
+            "moto (Kinesis, DynamoDB, SQS) is on core 1 and is the bottleneck for large batches (its "
+            "GetRecords/PutRecords are far slower than Kinesis). moto reports MillisBehindLatest as 0, so "
+            "lag is shown as the largest backlog (records published, not checkpointed) and the largest "
+            "arrival-to-checkpoint age.",
             "",
         ]
         out.append(
@@ -555,13 +560,14 @@ def report() -> str:
         out += [
             "## Cost model: US$ per million events",
             "",
-            "Lambda duration from the 10 ms-latency run (CPU + waiting on DynamoDB + the runtime's payload parse); "
-            'below 1,769 MB the CPU part stretches by 1769/memory. "cheapest" = the smallest memory keeping the '
-            "batch within 10% of its 1,769 MB duration and 20% above peak RSS. arm64 priced with the x86 duration "
-            "(not measured on Graviton). Not per-batch: DynamoDB on-demand writes "
-            f"${f['dynamodb_writes']:.3f}/M (1 WRU per item), Kinesis on-demand ${f['kinesis_on_demand']:.3f}/M "
-            f"(in + out, records rounded up to 1 KB) or provisioned PUT units ${f['kinesis_provisioned_put_units']:.3f}/M "
-            "(+ hourly stream/shard charges, not per event). Prices: benchmarks/cost.py.",
+            "Lambda duration from the 10 ms-latency run (CPU + waiting on DynamoDB + the runtime's payload "
+            'parse); below 1,769 MB the CPU part stretches by 1769/memory. "cheapest" = the smallest memory '
+            "keeping the batch within 10% of its 1,769 MB duration and 20% above peak RSS. arm64 priced with "
+            "the x86 duration (not measured on Graviton). Not per-batch: DynamoDB on-demand writes "
+            f"${f['dynamodb_writes']:.3f}/M (1 WRU per item), Kinesis on-demand "
+            f"${f['kinesis_on_demand']:.3f}/M (in + out, records rounded up to 1 KB) or provisioned PUT "
+            f"units ${f['kinesis_provisioned_put_units']:.3f}/M (+ hourly stream/shard charges, not per "
+            "event). Prices: benchmarks/cost.py.",
             "",
         ]
         out.append(

@@ -16,6 +16,7 @@ benchmarks/results/s3_chunks.json (each run updates its own keys).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -62,10 +63,8 @@ print(json.dumps({"rss_before": before, "rss_peak": max(peak[0], rss()), "wall_s
 
 def pin(pid: int, cpu: int) -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(pid, {cpu})
-        except OSError:
-            pass
 
 
 def upload_generated(s3: Any, key: str, rows: int, fmt: str = "csv") -> int:
@@ -107,8 +106,8 @@ def chunk_series(rt: Any, key: str, chunks: list[int], repeat: int) -> list[dict
         }
         out.append(row)
         print(
-            f"  chunk {chunk_rows:>6}: {row['rows_per_s_wall']:>7,} rows/s wall, {row['rows_per_s_cpu']:>7,} rows/s "
-            f"cpu ({wall:.2f} s wall, {cpu:.2f} s cpu)",
+            f"  chunk {chunk_rows:>6}: {row['rows_per_s_wall']:>7,} rows/s wall, {row['rows_per_s_cpu']:>7,} "
+            f"rows/s cpu ({wall:.2f} s wall, {cpu:.2f} s cpu)",
             flush=True,
         )
     return out
@@ -172,7 +171,8 @@ def main() -> int:
             t = time.perf_counter()
             size = upload_generated(s3, "in/large.csv", args.memory_rows)
             print(
-                f"uploaded {size / 2**20:.0f} MiB in {time.perf_counter() - t:.0f} s; scoring it in a fresh process",
+                f"uploaded {size / 2**20:.0f} MiB in {time.perf_counter() - t:.0f} s; scoring it in a fresh "
+                "process",
                 flush=True,
             )
             proc = subprocess.run(
@@ -240,7 +240,9 @@ def main() -> int:
                     "file_mib": round(size / 2**20, 2),
                     "repeat": 1,
                     "writer": rt.settings.scores_writer,
-                    "note": "bound by moto's BatchWriteItem throughput (one Python process), not by the function",
+                    "note": (
+                        "bound by moto's BatchWriteItem throughput (one Python process), not by the function"
+                    ),
                     "results": chunk_series(rt, "in/table.csv", chunks, 1),
                 }
             best = max(results["file_path"]["results"], key=lambda r: r["rows_per_s_cpu"])

@@ -7,9 +7,10 @@ vectorize  project ``features.Vectorizer`` | per-record rows of floats | columns
 predict    ``inplace_predict`` on the float32 matrix | ``DMatrix`` + ``predict``
 items      project ``sink.build_items`` (typed dicts) | boto3 ``TypeSerializer`` over Python values
 
-CPU medians; ``gc.freeze()`` runs before the event is parsed, as in the handler (init, then the invocation). The target in the issue: the handler's
-non-write stages within 1.5x of the sum of the fastest of each stage (REPORT.md compares this sum with the
-handler's own stage CPU from benchmarks/compare.py). Writes ``results/stages.json``.
+CPU medians; ``gc.freeze()`` runs before the event is parsed, as in the handler (init, then the invocation).
+The target in the issue: the handler's non-write stages within 1.5x of the sum of the fastest of each stage
+(REPORT.md compares this sum with the handler's own stage CPU from benchmarks/compare.py). Writes
+``results/stages.json``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     schema, booster = bundle.schema, bundle.booster
     raw = json.dumps(build_event(args.records)).encode()
     gc.collect()
-    gc.freeze()  # as the handler does after init: the event arrives after the freeze (same GC work as on Lambda)
+    # as the handler does after init: the event arrives after the freeze (same GC work as on Lambda)
+    gc.freeze()
     event = json.loads(raw)
     records = event["Records"]
     vectorizer = Vectorizer(schema)

@@ -69,8 +69,8 @@ def _lean(url: str, variant: str, executor: ThreadPoolExecutor | None = None):
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    from consumers.aws import lean_dynamodb as ddb_http
     from consumers.aws import http1, sigv4
+    from consumers.aws import lean_dynamodb as ddb_http
     from consumers.core.retry import Backoff
 
     class SigV4AuthSink(ddb_http.LeanDynamoDBSink):
@@ -231,8 +231,8 @@ def profile_botocore(url: str, chunks: list[list[dict]], per_request_ms: float) 
     parts["other (event emits, retry checks, call overhead)"] = max(0.0, total - sum(parts.values()))
     client.close()
     return {
-        "method": f"cProfile over {len(reqs)} requests; shares of the profiled time, scaled to the unprofiled "
-        f"{per_request_ms:.2f} ms/request",
+        "method": f"cProfile over {len(reqs)} requests; shares of the profiled time, scaled to the "
+        f"unprofiled {per_request_ms:.2f} ms/request",
         "profiled_ms_per_request": round(total / len(reqs) * 1000, 3),
         "share": {k: round(v / total, 3) for k, v in parts.items()},
         "ms_per_request": {k: round(v / total * per_request_ms, 3) for k, v in parts.items()},
@@ -262,7 +262,7 @@ def latency_wall(url: str, chunks: list[list[dict]], repeat: int) -> dict:
             sink = _lean(url, "lean", ex)
         from consumers.core.retry import Deadline
 
-        def run() -> None:
+        def run(ex: ThreadPoolExecutor | None = ex, sink: Any = sink) -> None:
             if ex is None:
                 for c in chunks:
                     sink._write_chunk(c, Deadline(60))

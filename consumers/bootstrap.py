@@ -57,7 +57,8 @@ class LazyRuntime(Generic[R]):
     """One runtime per container, built on first ``get()`` (or at import on Lambda: ``build_on_lambda``).
 
     ``build`` makes it from the environment; ``describe`` gives the cold-start log line's fields (never
-    secrets or payload values). A failed build is logged (``cold start failed``) and raised; the next ``get()``
+    secrets or payload values). A failed build is logged (``cold start failed``) and raised; the next
+    ``get()``
     tries again, as a fresh Lambda environment would.
     """
 
@@ -93,7 +94,8 @@ class LazyRuntime(Generic[R]):
         return runtime
 
     def reset(self) -> None:
-        """Forget the runtime (closing it, if it has ``close()``): the next ``get()`` builds a new one from the
+        """Forget the runtime (closing it, if it has ``close()``): the next ``get()`` builds a new one from
+        the
         environment as it is then."""
         with self._lock:
             runtime, self._runtime = self._runtime, None

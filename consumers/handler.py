@@ -1,8 +1,10 @@
-"""Lambda entry point of the stream function: ``consumers.handler.lambda_handler`` (deployed templates name it).
+"""Lambda entry point of the stream function: ``consumers.handler.lambda_handler`` (deployed templates
+name it).
 A thin shell over ``consumers.core.pipeline.process_batch``.
 
 Everything expensive happens once per container (``consumers.bootstrap.LazyRuntime``: during Lambda's init
-phase): settings from the environment, boto3 clients, the model bundle. A missing variable or an unusable model
+phase): settings from the environment, boto3 clients, the model bundle. A missing variable or an unusable
+model
 therefore fails the cold start with a message that names it (ConfigError / ModelError).
 
 Observability (Powertools, ``consumers.bootstrap``): structured logs with shard and first/last sequence number

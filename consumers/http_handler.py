@@ -300,7 +300,7 @@ class HttpRuntime:
         info["model_version"] = version
         body = {
             "model_version": version,
-            "scores": [{"event_id": i, "score": float(t)} for i, t in zip(vec.ids, texts)],
+            "scores": [{"event_id": i, "score": float(t)} for i, t in zip(vec.ids, texts, strict=True)],
         }
         return response(200, body)
 

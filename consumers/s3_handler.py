@@ -16,9 +16,11 @@ columns are kept as strings, e.g. ``account_id`` for enrichment) and ``.jsonl`` 
 
 CSV typing: each cell is typed the way the same value would be in JSON, so the Vectorizer is the one
 validator: in a float or int column a cell of digits, sign, point and exponent that parses as a number
-becomes one (an integer when it parses as one); in a bool column ``true``/``false`` (also ``True``/``False``/``TRUE``/``FALSE``, as
+becomes one (an integer when it parses as one); in a bool column ``true``/``false`` (also
+``True``/``False``/``TRUE``/``FALSE``, as
 pandas writes them) become booleans; an empty cell is missing (NaN, or ``missing_field`` when required);
-anything else stays a string and is rejected as ``wrong_type`` (``nan``, ``inf``, ``1_000``, `` 5``). Category, id and
+anything else stays a string and is rejected as ``wrong_type`` (``nan``, ``inf``, ``1_000``, `` 5``).
+Category, id and
 other columns are strings.
 
 Output: the scored rows in input order, as the input's columns (CSV: the cells as read; JSON Lines: the
@@ -43,7 +45,8 @@ output instead of replacing it with an older one.
 Loops: the output prefix must not be under the input prefix, nor the input under the output (checked at cold
 start, ``ConfigError``); a key outside the input prefix is ignored.
 https://docs.aws.amazon.com/lambda/latest/dg/with-s3.html (event shape, recursive invocation)
-https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html (parts >= 5 MiB but the last, <= 10,000)
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html (parts >= 5 MiB but the last, <=
+10,000)
 """
 
 from __future__ import annotations

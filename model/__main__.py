@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from consumers.core.errors import ScoringError
 from model import DEFAULT_SCHEMA_PATH
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train(args: argparse.Namespace) -> dict:
+def _train(args: argparse.Namespace) -> dict[str, Any]:
     from consumers.core.schema import FeatureSchema
     from model.train import train
 
@@ -41,12 +42,12 @@ def _train(args: argparse.Namespace) -> dict:
     return train(schema, rows=args.rows, trees=args.trees, depth=args.depth, seed=args.seed, out_dir=args.out)
 
 
-def _info(args: argparse.Namespace) -> dict:
+def _info(args: argparse.Namespace) -> dict[str, Any]:
     from consumers.core.bundle import DEFAULT_CACHE_DIR, load_bundle
 
     client = None
     if args.uri.startswith("s3://"):
-        import boto3  # the shell may import boto3; the loader only takes the client (DESIGN.md §2)
+        import boto3  # the shell may import boto3; the loader only takes the client (docs/architecture.md, Layout)
 
         client = boto3.client("s3")
     t0 = time.perf_counter()

@@ -422,7 +422,7 @@ def _uniform(rng: np.random.Generator, f: Feature, n: int) -> np.ndarray:
 
 def _column(
     rng: np.random.Generator, f: Feature, world: dict[str, Any], n: int
-) -> tuple[list, np.ndarray | None]:
+) -> tuple[list[Any], np.ndarray | None]:
     """One schema feature as a list of JSON-typed Python values, and its missing mask (None: none missing)."""
     values, known = world.get(f.name, (None, None))
     if values is None:
@@ -452,7 +452,7 @@ def _column(
 
 def _chunk(
     schema: FeatureSchema, acc: dict[str, np.ndarray], seed: int, c: int
-) -> tuple[list[dict], np.ndarray]:
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Events and labels for indices [c * CHUNK, (c + 1) * CHUNK)."""
     rng = np.random.default_rng([seed, _CHUNK_TAG, c])
     n = CHUNK
@@ -460,12 +460,12 @@ def _chunk(
     labels = (rng.random(n) < _sigmoid(z)).astype(np.int8)
     first = c * CHUNK
     keys = [schema.id_field, "account_id", "event_time"]
-    cols: list[list] = [
+    cols: list[list[Any]] = [
         [f"evt-{seed}-{first + i:010d}" for i in range(n)],
         world["account_id"][0].tolist(),
         world["event_time"][0].tolist(),
     ]
-    missing: list[tuple[str, np.ndarray]] = []
+    missing: list[tuple[str, list[int]]] = []  # (feature, rows where it is absent)
     for f in schema.features:
         col, miss = _column(rng, f, world, n)
         keys.append(f.name)
@@ -479,7 +479,9 @@ def _chunk(
     return events, labels
 
 
-def _generate(schema: FeatureSchema, n: int, seed: int, start_index: int) -> tuple[list[dict], np.ndarray]:
+def _generate(
+    schema: FeatureSchema, n: int, seed: int, start_index: int
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if n < 0 or start_index < 0:
@@ -488,7 +490,7 @@ def _generate(schema: FeatureSchema, n: int, seed: int, start_index: int) -> tup
         return [], np.zeros(0, dtype=np.int8)
     acc = _accounts(int(seed))
     first, last = start_index // CHUNK, (start_index + n - 1) // CHUNK
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
     labels: list[np.ndarray] = []
     for c in range(first, last + 1):
         ev, lab = _chunk(schema, acc, int(seed), c)
@@ -499,7 +501,9 @@ def _generate(schema: FeatureSchema, n: int, seed: int, start_index: int) -> tup
     return events, np.concatenate(labels)
 
 
-def generate_events(schema: FeatureSchema, n: int, seed: int = 0, *, start_index: int = 0) -> list[dict]:
+def generate_events(
+    schema: FeatureSchema, n: int, seed: int = 0, *, start_index: int = 0
+) -> list[dict[str, Any]]:
     """``n`` valid events for indices ``start_index .. start_index + n - 1`` of the stream for ``seed``.
 
     Deterministic per (seed, index), so a producer can resume at any index and get the same events.
@@ -507,6 +511,6 @@ def generate_events(schema: FeatureSchema, n: int, seed: int = 0, *, start_index
     return _generate(schema, n, seed, start_index)[0]
 
 
-def generate_labelled(schema: FeatureSchema, n: int, seed: int) -> tuple[list[dict], np.ndarray]:
+def generate_labelled(schema: FeatureSchema, n: int, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]:
     """The first ``n`` events for ``seed`` and their 0/1 fraud labels (int8), as documented above."""
     return _generate(schema, n, seed, 0)

@@ -1,6 +1,7 @@
 """Train the fraud model on synthetic labelled events and write a versioned bundle.
 
-The training matrix comes from ``consumers.core.features.Vectorizer``, the very code the consumer runs per batch,
+The training matrix comes from ``consumers.core.features.Vectorizer``, the very code the consumer runs per
+batch,
 so training and serving encode every field identically (categories as their index, missing optional
 fields as NaN). Training is deterministic: the same arguments give a byte-identical ``model.ubj`` and
 therefore the same ``version`` (``hist`` with a fixed ``nthread`` and ``seed``; no subsampling draws that
@@ -100,7 +101,7 @@ def train(
     n_hold = int(round(rows * HOLDOUT_FRACTION))
     hold, fit = order[:n_hold], order[n_hold:]
     names = schema.names
-    # feature_names are saved in model.ubj and checked against features.json at load (DESIGN.md §6.8).
+    # feature_names are saved in model.ubj and checked against features.json at load (docs/security.md).
     # Feature types stay the default (numeric): categories are their index codes, as the consumer encodes.
     dfit = xgb.DMatrix(x[fit], label=y[fit], feature_names=names, nthread=TRAIN_NTHREAD)
     params = {

@@ -116,7 +116,7 @@ def _events(schema: FeatureSchema, count: int, seed: int) -> Iterator[list[dict[
 
 
 def mixed_records(
-    schema: FeatureSchema, count: int, seed: int, fraction: float, kinds: tuple = DEFAULT_KINDS
+    schema: FeatureSchema, count: int, seed: int, fraction: float, kinds: tuple[str, ...] = DEFAULT_KINDS
 ) -> Iterator[dict[str, Any] | tuple[str, bytes]]:
     """``count`` records for (seed): event ``i``, or, at a ``fraction`` of indexes, a malformed payload
     derived from event ``i`` (the kinds in turn). Deterministic, and lazily generated."""

@@ -1,4 +1,5 @@
-"""Malformed payloads with the quarantine reason the consumer must give each (``consumers.core.types.Reason``).
+"""Malformed payloads with the quarantine reason the consumer must give each
+(``consumers.core.types.Reason``).
 
 Each payload is a valid event (``model.synthetic.generate_events``) with *one* corruption, so exactly one
 reason applies; the expected reason travels with it so an end-to-end test can check the consumer's

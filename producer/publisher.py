@@ -4,7 +4,7 @@ What AWS imposes, and where (PutRecords API reference,
 https://docs.aws.amazon.com/kinesis/latest/APIReference/API_PutRecords.html):
 
 - at most 500 entries and 5 MiB per request, *partition keys included*; a record (data + partition key)
-  at most 1 MiB; a partition key 1..256 characters. moto accepts more than AWS does (DESIGN.md §3), so
+  at most 1 MiB; a partition key 1..256 characters. moto accepts more than AWS does, so
   the limits are enforced here, before sending: a record that AWS would refuse is *rejected locally*
   and counted in the report, never sent.
 - a request can succeed while some of its entries fail: ``FailedRecordCount`` > 0 and those entries carry
@@ -24,7 +24,7 @@ With ``aggregate=True`` user records are packed into KPL aggregated records
 ``consumers.core.kpl.aggregate`` so the consumer's de-aggregation runs on real data. Counts in the report are
 *user* records unless named ``kinesis_*``.
 
-The publisher takes an injected boto3 Kinesis client and never builds one (DESIGN.md §6.2).
+The publisher takes an injected boto3 Kinesis client and never builds one.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ class _Run:
         self.failed_codes: dict[str, int] = {}
         self.rejected = 0
         self.rejected_codes: dict[str, int] = {}
-        self.ranges: dict[str, list] = {}  # shard -> [first_int, first_str, last_int, last_str]
+        self.ranges: dict[str, list[Any]] = {}  # shard -> [first_int, first_str, last_int, last_str]
         self.results: list[SentRecord] = []
         self.unsent: list[UnsentRecord] = []
         self.start = time.perf_counter()
@@ -425,10 +425,8 @@ class Publisher:
                 )
 
     @staticmethod
-    def _local_check(pk: Any, data: bytes | None) -> str | None:
-        """Why AWS would refuse this record, or None. moto would accept some of these (DESIGN.md §3)."""
-        if data is None:
-            return REJECT_UNSERIALIZABLE
+    def _local_check(pk: Any, data: bytes) -> str | None:
+        """Why AWS would refuse this record, or None. moto would accept some of these."""
         if type(pk) is not str or not 1 <= len(pk) <= KINESIS_PARTITION_KEY_MAX_CHARS:
             return REJECT_PARTITION_KEY
         if len(data) + len(pk.encode("utf-8")) > KINESIS_MAX_RECORD_BYTES:
@@ -472,6 +470,9 @@ class Publisher:
 
         try:
             for key, pk, data in items:
+                if data is None:  # an event dict _from_events could not serialize
+                    run.reject(key, REJECT_UNSERIALIZABLE)
+                    continue
                 reason = check(pk, data)
                 if reason is not None:
                     run.reject(key, reason)

@@ -53,7 +53,8 @@ t3 = time.perf_counter()
 response = handler.lambda_handler(event, Context())
 t4 = time.perf_counter()
 assert response == {"batchItemFailures": []}, response
-json.dump({"imports_s": t1 - t0, "init_s": t2 - t1, "first_batch_s": t4 - t3, "in_process_s": (t2 - t0) + (t4 - t3),
+json.dump({"imports_s": t1 - t0, "init_s": t2 - t1, "first_batch_s": t4 - t3, "in_process_s": (t2 - t0) + (t4
+- t3),
            "modules": len(sys.modules)}, open(out_path, "w"))
 """
 
@@ -154,13 +155,16 @@ def main(argv: list[str] | None = None) -> int:
                     "AWS_LAMBDA_FUNCTION_NAME": "scoring",
                     "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
                     "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
-                    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+                    "_X_AMZN_TRACE_ID": (
+                        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+                    ),
                 }
             )
         variants = {"with .pyc": (package, []), "without .pyc": (no_pyc, ["-B"])}
         results: dict[str, list[dict]] = {name: [] for name in variants}
         print(
-            f"{args.runs} runs per variant, {args.records} records, tracing {'off' if args.no_tracing else 'on'}, "
+            f"{args.runs} runs per variant, {args.records} records, "
+            f"tracing {'off' if args.no_tracing else 'on'}, "
             f"{python}; package {package}",
             flush=True,
         )
@@ -194,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 run["process_wall_s"] = wall
                 results[name].append(run)
                 print(
-                    f"  run {i + 1:2d} {name:<13} imports {run['imports_s']:.3f} s  init {run['init_s']:.3f} s  "
+                    f"  run {i + 1:2d} {name:<13} imports {run['imports_s']:.3f} s  "
+                    f"init {run['init_s']:.3f} s  "
                     f"first batch {run['first_batch_s']:.3f} s  process {wall:.3f} s",
                     flush=True,
                 )

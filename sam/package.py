@@ -1,14 +1,18 @@
-"""Build the Lambda deployment artifact without Docker: ``python sam/package.py [--arch x86_64|arm64] [--out DIR] [--zip]``.
+"""Build the Lambda deployment artifact without Docker:
+``python sam/package.py [--arch x86_64|arm64] [--out DIR] [--zip]``.
 
 What ends up in ``--out`` (default ``build/lambda``, the ``CodeUri`` of ``sam/template.yaml``) is exactly what
 Lambda unpacks into ``/var/task``:
 
-1. the pinned dependencies of ``requirements/lambda.txt`` as **python3.12 wheels for the Lambda's architecture**
+1. the pinned dependencies of ``requirements/lambda.txt`` as **python3.12 wheels for the Lambda's
+architecture**
    (``pip install --platform manylinux_2_28_<arch> --only-binary=:all: --python-version 3.12 --target``):
    the runtime is Amazon Linux 2023 (glibc 2.34), so manylinux_2_28 and older wheels run there. pip expands
    the newest tag to every older compatible one; the older ones are listed too so that intent is explicit;
-2. the project's code: the directory ``consumers/``, whole (every ``Handler:`` of ``sam/template.yaml`` must be a
-   module in it; the local emulation lives in ``sam/local/``, training in ``model/``, so neither ships), plus the
+2. the project's code: the directory ``consumers/``, whole (every ``Handler:`` of ``sam/template.yaml`` must
+be a
+   module in it; the local emulation lives in ``sam/local/``, training in ``model/``, so neither ships), plus
+   the
    default bundle ``model/bundles/default/`` (data); one package serves every function;
 3. ``__pycache__/*.cpython-312.pyc`` for every module, compiled by a python3.12 interpreter with
    ``--invalidation-mode unchecked-hash``. ``/var/task`` is read-only, so without them every cold start
@@ -19,8 +23,10 @@ Lambda unpacks into ``/var/task``:
 Left out: ``bin/`` scripts, ``tests/`` directories of dependencies, type stubs, C headers/Cython sources,
 ``RECORD`` files (their hashes no longer match after stripping; ``importlib.metadata`` only needs
 ``METADATA``), and debug symbols of the shared libraries (``strip --strip-debug`` with a strip that reads
-the target's ELF; tests/deploy/test_package.py imports and runs the result). The build prints the ten largest packages and the unzipped
-total, and fails above Lambda's 250 MB unzipped limit (``consumers.core.limits.LAMBDA_UNZIPPED_PACKAGE_BYTES``).
+the target's ELF; tests/deploy/test_package.py imports and runs the result). The build prints the ten largest
+packages and the unzipped
+total, and fails above Lambda's 250 MB unzipped limit
+(``consumers.core.limits.LAMBDA_UNZIPPED_PACKAGE_BYTES``).
 
 pip keeps downloaded wheels in its own cache (``~/.cache/pip`` by default), so a re-run is fast. The build is
 staged in ``<out>.tmp`` and renamed into place only when it succeeded. See docs/deploy.md.
@@ -337,7 +343,7 @@ def compile_pyc(target: Path, python: str) -> None:
 
 def fix_permissions(target: Path) -> None:
     """Lambda runs the code as a user that does not own the files: everything must be world-readable."""
-    for dirpath, dirnames, filenames in os.walk(target):
+    for dirpath, _dirnames, filenames in os.walk(target):
         os.chmod(dirpath, 0o755)
         for f in filenames:
             p = os.path.join(dirpath, f)

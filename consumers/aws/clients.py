@@ -17,9 +17,10 @@ from consumers.core.retry import Backoff
 def client_config(pool: int, *, botocore_retries: bool = False) -> Config:
     """Writers retry themselves inside the invocation deadline, so their clients have botocore's retries off;
     clients whose calls are idempotent and not deadline-bound (S3 reads and uploads) keep standard retries."""
-    retries = {"mode": "standard", "total_max_attempts": 5} if botocore_retries else {"total_max_attempts": 1}
     return Config(
-        retries=retries,
+        retries={"mode": "standard", "total_max_attempts": 5}
+        if botocore_retries
+        else {"total_max_attempts": 1},
         connect_timeout=3 if not botocore_retries else 5,
         read_timeout=60 if botocore_retries else 10,
         max_pool_connections=pool,

@@ -35,9 +35,10 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
     ttl_s = ttl_days * 86400
     version = {"S": rows.model_version}
     scored_at = {"N": str(rows.scored_at_ms)}
-    items = []
+    items: list[dict[str, dict[str, str]]] = []
     append = items.append
-    for event_id, score, pos, arrival in zip(rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals):
+    columns = zip(rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals, strict=True)
+    for event_id, score, pos, arrival in columns:
         item = {
             "event_id": {"S": event_id},
             "score": {"N": f"{score:.9f}"},  # deterministic text for a float32 in [0, 1]
@@ -85,7 +86,8 @@ def write_chunks(
     executor: ThreadPoolExecutor | None,
     write_chunk: Callable[[list[dict[str, Any]], Deadline], list[str]],
 ) -> set[str]:
-    """Every writer's ``Sink.write``: items in chunks, the chunks overlapped on ``executor`` when there is one;
+    """Every writer's ``Sink.write``: items in chunks, the chunks overlapped on ``executor`` when there is
+    one;
     returns the keys ``write_chunk`` could not write."""
     chunks = list(chunk_items(build_items(rows, ttl_days)))
     if executor is None or len(chunks) < 2:

@@ -2,7 +2,8 @@
 S3, the feature table), the producer's PutRecords and the local poller's GetRecords.
 
 Retryable: throttling and server-side codes of the AWS JSON/query services (below), any HTTP 5xx or 429, and
-transport failures (connection refused/reset, timeouts: botocore's ``ConnectionError`` and ``HTTPClientError``).
+transport failures (connection refused/reset, timeouts: botocore's ``ConnectionError`` and
+``HTTPClientError``).
 A certificate failure (``SSLError``) is not: no retry cures a trust problem. Everything else (validation,
 missing resource, access denied, no credentials, invalid parameters) is not retried: the caller decides what
 "not retried" means for its records (back to Lambda, to the dead-letter queue, or an error).

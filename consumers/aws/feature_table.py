@@ -2,7 +2,8 @@
 ``avg_amount_30d``), one BatchGetItem per 100 keys, behind a TTL cache that lives on the enricher object and
 therefore survives across the invocations of a warm container.
 
-A pipeline stage between decode and vectorize (``consumers.core.pipeline.Enricher``), shared by the Kinesis, S3
+A pipeline stage between decode and vectorize (``consumers.core.pipeline.Enricher``), shared by the Kinesis,
+S3
 batch and HTTP paths. What it may fill: only names of ``model/features.json`` (no schema change), chosen
 with ``ENRICH_FEATURES``; the event's own value always wins (a field that is absent or ``null`` in the event
 is filled, any other value is kept as sent). The table's partition key attribute is named like the event
@@ -40,7 +41,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -301,7 +302,7 @@ class FeatureTableEnricher:
         return values
 
 
-def _usable_key(key: Any) -> bool:
+def _usable_key(key: Any) -> TypeGuard[str]:
     if type(key) is not str or not key:
         return False
     return len(key) * 4 <= KEY_MAX_BYTES or len(key.encode("utf-8", "surrogatepass")) <= KEY_MAX_BYTES

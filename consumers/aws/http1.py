@@ -4,6 +4,7 @@ against ``AWS_CA_BUNDLE`` or the botocore client's CA bundle.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -22,7 +23,7 @@ def _ca_bundle(client: Any) -> str | bool:
         return verify
     from botocore.httpsession import get_cert_path
 
-    return get_cert_path(True)
+    return str(get_cert_path(True))
 
 
 # HTTP/1.1 transports: one keep-alive connection per thread. ``exchange`` sends one request and returns
@@ -61,10 +62,8 @@ class RawConnection:
         self._buf = b""
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     def exchange(
         self, path: str, headers: dict[str, str], body: bytes, timeout: float
@@ -152,7 +151,7 @@ class RawConnection:
             self._buf = buf
 
     def _read_chunked(self) -> bytes:
-        out = []
+        out: list[bytes] = []
         total = 0
         while True:
             size_line = self._read_line().split(b";", 1)[0].strip()

@@ -13,7 +13,8 @@ building and urllib3). This path keeps botocore for *setup* only and does the pe
   ``SigV4Auth`` for the same credentials, time and body (tests/unit/test_ddb_http.py checks it against
   botocore's own request), with the per-day signing key cached;
 - a minimal HTTP/1.1 client (``RawConnection``; ``http.client`` costs ~4x its CPU here) with one keep-alive
-  connection per thread (the sink's executor overlaps requests), TLS verified against ``AWS_CA_BUNDLE`` or the client's CA bundle; the X-Ray trace header from
+  connection per thread (the sink's executor overlaps requests), TLS verified against ``AWS_CA_BUNDLE`` or
+  the client's CA bundle; the X-Ray trace header from
   ``_X_AMZN_TRACE_ID`` inside Lambda (as botocore's recursion-detection handler does);
 - the response's ``x-amz-crc32`` checked (as botocore does for DynamoDB).
 
@@ -281,12 +282,9 @@ class _Retryable(Exception):
 
 
 def _user_agent() -> str:
-    try:
-        import botocore
+    import botocore  # only for its version string, once at import
 
-        return f"Botocore/{botocore.__version__} md/lean-batchwrite"
-    except Exception:  # pragma: no cover
-        return "lean-batchwrite"
+    return f"Botocore/{botocore.__version__} md/lean-batchwrite"
 
 
 _USER_AGENT = _user_agent()

@@ -6,6 +6,7 @@ https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -69,7 +70,8 @@ class ResumableBody(io.RawIOBase):
 class MultipartWriter:
     """A streaming S3 object: parts of ``part_bytes`` (>= 5 MiB) uploaded as they fill, one upload in flight
     in the background while the next part fills (so memory is about two parts); a small object is one
-    PutObject. ``close()`` completes, ``abort()`` discards (best effort; the lifecycle rule is the backstop)."""
+    PutObject. ``close()`` completes, ``abort()`` discards (best effort; the lifecycle rule is the
+    backstop)."""
 
     def __init__(
         self,
@@ -92,7 +94,7 @@ class MultipartWriter:
         self.buffer = bytearray()
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
-        self._inflight: Future | None = None
+        self._inflight: Future[dict[str, Any]] | None = None
         self.bytes = 0
 
     def write(self, data: bytes) -> None:
@@ -147,10 +149,8 @@ class MultipartWriter:
 
     def abort(self) -> None:
         if self._inflight is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._inflight.result()
-            except Exception:  # noqa: BLE001 - the upload is being discarded anyway
-                pass
             self._inflight = None
         if self.upload_id is None:
             return

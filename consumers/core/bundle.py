@@ -11,7 +11,7 @@ Format (one directory, local or under an S3 prefix)::
 The version is a content hash, so the same bytes always carry the same version and a score written
 to DynamoDB names exactly the model that made it. Loading verifies everything before the Booster is
 used: both hashes, that the model file is XGBoost JSON/UBJSON (never a pickle: unpickling runs code;
-DESIGN.md §6.8 and https://xgboost.readthedocs.io/en/stable/tutorials/saving_model.html), and that the
+docs/security.md and https://xgboost.readthedocs.io/en/stable/tutorials/saving_model.html), and that the
 Booster's feature names equal the schema's, in order (the consumer builds columns in schema order and
 ``inplace_predict`` on a numpy array cannot check names itself). Every failure is a ``ModelError`` whose
 message starts ``model bundle <uri>:`` and says what is wrong.
@@ -20,7 +20,7 @@ message starts ``model bundle <uri>:`` and says what is wrong.
 cache that verifies is used as is, files are written under a temporary name and renamed (a crash never
 leaves a half file that looks whole). The cache is keyed by URI, so publish each model under its own prefix
 (e.g. ``s3://bucket/models/<version>/``) rather than overwriting one. The S3 client is injected (the core
-never imports boto3; DESIGN.md §2); it only needs ``get_object``.
+never imports boto3); it only needs ``get_object``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,7 +162,8 @@ class ModelBundle:
 
 
 def _over_cap(name: str, size: int | str) -> str:
-    return f"{name} is {size} bytes, over its cap of {MAX_FILE_BYTES[name]} bytes (consumers/core/bundle.py MAX_FILE_BYTES)"
+    cap = MAX_FILE_BYTES[name]
+    return f"{name} is {size} bytes, over its cap of {cap} bytes (consumers/core/bundle.py MAX_FILE_BYTES)"
 
 
 def _read_capped(path: Path, uri: str) -> bytes:
@@ -217,12 +219,12 @@ def _read_verified(directory: Path, uri: str) -> tuple[dict[str, Any], bytes, by
     return card, model, features
 
 
-def _name_diff(got: list[str] | None, want: list[str]) -> str:
+def _name_diff(got: Sequence[str] | None, want: Sequence[str]) -> str:
     if not got:
         return "the booster has no feature names (train with feature_names=schema.names)"
     if len(got) != len(want):
         return f"the booster has {len(got)} features, {FEATURES_FILE} has {len(want)}"
-    i = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+    i = next(i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b)
     return f"feature {i} is {got[i]!r} in the booster but {want[i]!r} in {FEATURES_FILE}"
 
 
@@ -265,7 +267,7 @@ def _build(card: dict[str, Any], model: bytes, features: bytes, uri: str) -> Mod
             f"the consumer needs {OBJECTIVE!r} probabilities"
         )
     # By default a Booster predicts on every visible core; on one vCPU two threads double small-batch
-    # latency (DESIGN.md §7).
+    # latency (benchmarks/results/REPORT.md).
     booster.set_param({"nthread": 1})
     return ModelBundle(booster=booster, schema=schema, card=card, uri=uri)
 

@@ -33,7 +33,8 @@ class Settings:
     time_reserve_ms: int = 1500  # kept back from the Lambda timeout to build and return the response
     retry_base_ms: int = 50
     retry_cap_ms: int = 2000
-    # concurrent BatchWriteItem requests: at 10 ms service latency, 10k items take 1.19 s wall with 4 threads and
+    # concurrent BatchWriteItem requests: at 10 ms service latency, 10k items take 1.19 s wall with 4 threads
+    # and
     # 0.60 s with 8, at the same CPU (benchmarks/results/REPORT.md, lean writer)
     write_threads: int = 8
     # "lean": consumers/aws/lean_dynamodb.py (orjson + SigV4 + keep-alive HTTP, ~0.15 ms client CPU per

@@ -2,7 +2,7 @@
 
 Per record: base64 (strict) -> size cap -> KPL de-aggregation when the data starts with the KPL magic
 (a malformed aggregate is rejected whole, see kpl.py) -> UTF-8 JSON (orjson: ~5x faster than the
-stdlib here, DESIGN.md §7) -> must be an object. Whatever fails becomes ``Rejected(reason)`` and is
+stdlib here, benchmarks/results/REPORT.md) -> must be an object. Whatever fails becomes ``Rejected(reason)`` and is
 quarantined; nothing in this module raises for a record's content.
 
 Duplicate keys. orjson, like most parsers, keeps the *last* value of a repeated key; others keep the first

@@ -12,7 +12,8 @@ the exceptions below are for whole-container or whole-batch conditions.
      └── PublishError               (producer/publisher.py) a PutRecords error no retry can cure
 
 botocore's ``ClientError`` is translated where it occurs (sink.py, quarantine.py) into "not written"
-results; xgboost's ``XGBoostError`` into ``PredictError`` (scoring.py) and ``ModelError`` (consumers/core/bundle.py).
+results; xgboost's ``XGBoostError`` into ``PredictError`` (scoring.py) and ``ModelError``
+(consumers/core/bundle.py).
 """
 
 

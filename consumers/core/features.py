@@ -4,7 +4,7 @@ Column-wise, not per key: each feature's values are pulled out of every event on
 rows, transposed), the set of Python types in the column is checked in C (``set(map(type, col))``),
 and a column of the expected types converts with one ``np.array`` call; bounds are checked on whole
 columns. Only a column that contains a wrong type takes the per-value path, to find the offending rows.
-That keeps 10,000 x 30 in tens of milliseconds (DESIGN.md §7) and makes a batch's matrix exactly the
+That keeps 10,000 x 30 in tens of milliseconds (benchmarks/results/REPORT.md) and makes a batch's matrix exactly the
 stack of its rows' one-record matrices (tested with hypothesis).
 
 Per-row problems are values: ``VectorizeResult.errors`` maps a row index to (Reason, detail). The detail
@@ -61,7 +61,7 @@ class VectorizeResult:
     all_errors: dict[int, list[FieldError]] | None = None  # every problem per row, with all_errors=True
 
 
-class _Errors(dict):
+class _Errors(dict[int, tuple[Reason, str]]):
     """``errors`` as the pipeline sees it (row -> first problem), optionally keeping every problem."""
 
     __slots__ = ("all",)
@@ -133,14 +133,13 @@ class Vectorizer:
                 )
             arr[unknown] = np.nan
         else:
-            arr = None
+            fast: np.ndarray | None = None
             if types <= allowed | {_NONE}:
                 try:
-                    arr = np.array(col, dtype=np.float64)  # None -> NaN
+                    fast = np.array(col, dtype=np.float64)  # None -> NaN
                 except OverflowError:  # an integer beyond float64: find it per value
-                    arr = None
-            if arr is None:
-                arr = self._slow_column(f, col, allowed, errors)
+                    fast = None
+            arr = fast if fast is not None else self._slow_column(f, col, allowed, errors)
             with np.errstate(invalid="ignore"):
                 bad = ~(np.abs(arr) <= _F32_MAX) & ~np.isnan(
                     arr
@@ -193,7 +192,7 @@ class Vectorizer:
         ids = self._ids(events, errors)
         full = np.empty((n, k), dtype=np.float32)
         if n:
-            columns = list(zip(*self._rows(events)))
+            columns = list(zip(*self._rows(events), strict=True))
             for j, f in enumerate(self.schema.features):
                 full[:, j] = self._column(j, f, columns[j], errors)
         if not errors:

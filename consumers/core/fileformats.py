@@ -1,12 +1,15 @@
 """File formats of S3 batch scoring: JSON Lines and CSV read into chunks of typed events, and the scored and
 rejected rows written back in the input's format (``consumers.core.filescoring`` drives them).
 
-JSON Lines: one event object per line (``parse_json_event``, exactly as a Kinesis record), blank lines skipped.
+JSON Lines: one event object per line (``parse_json_event``, exactly as a Kinesis record), blank lines
+skipped.
 CSV: a header row of ``features.json`` names plus the id field; other columns are kept as strings (e.g.
-``account_id`` for enrichment). Each cell is typed the way the same value would be in JSON, so the Vectorizer is
+``account_id`` for enrichment). Each cell is typed the way the same value would be in JSON, so the Vectorizer
+is
 the one validator: in a float or int column a cell of digits, sign, point and exponent that parses as a number
 becomes one (an integer when it parses as one); in a bool column ``true``/``false`` (also ``True``/``False``/
-``TRUE``/``FALSE``, as pandas writes them) become booleans; an empty cell is missing (NaN, or ``missing_field``
+``TRUE``/``FALSE``, as pandas writes them) become booleans; an empty cell is missing (NaN, or
+``missing_field``
 when required); anything else stays a string and is rejected as ``wrong_type`` (``nan``, ``inf``, ``1_000``,
 `` 5``). Category, id and other columns are strings.
 """
@@ -220,7 +223,7 @@ class CsvFormat:
         last = reader.line_num
         while True:
             try:
-                row = next(reader)
+                row: list[str] | None = next(reader)
                 error = None
             except StopIteration:
                 break
@@ -257,8 +260,8 @@ class CsvFormat:
     def _finish(self, chunk: Chunk, cells: list[list[str]]) -> Chunk:
         if cells:
             names = self.header
-            columns = [conv(col) for conv, col in zip(self._convert, zip(*cells))]
-            chunk.events = [dict(zip(names, values)) for values in zip(*columns)]
+            columns = [conv(col) for conv, col in zip(self._convert, zip(*cells, strict=True), strict=True)]
+            chunk.events = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
             chunk.raw = cells
         return chunk
 
@@ -281,9 +284,11 @@ class CsvFormat:
     def scored(self, raw: Sequence[list[str]], score_texts: list[str], version: str) -> bytes:
         keep = self._keep
         if keep is None:
-            rows = [[*cells, s, version] for cells, s in zip(raw, score_texts)]
+            rows = [[*cells, s, version] for cells, s in zip(raw, score_texts, strict=True)]
         else:
-            rows = [[*(cells[i] for i in keep), s, version] for cells, s in zip(raw, score_texts)]
+            rows = [
+                [*(cells[i] for i in keep), s, version] for cells, s in zip(raw, score_texts, strict=True)
+            ]
         return self._rows_bytes(rows)
 
     def rejected(self, rejects: Sequence[tuple[int, str, str, Any]]) -> bytes:
@@ -331,7 +336,7 @@ class JsonLinesFormat:
     def scored(self, events: Sequence[dict[str, Any]], score_texts: list[str], version: str) -> bytes:
         tail = b',"model_version":' + orjson.dumps(version) + b"}\n"
         out = bytearray()
-        for ev, s in zip(events, score_texts):
+        for ev, s in zip(events, score_texts, strict=True):
             if "score" in ev or "model_version" in ev:
                 ev = {k: v for k, v in ev.items() if k not in OUTPUT_COLUMNS}
             # the event's own JSON with the score spliced in as written text (9 decimals, like the table);

@@ -1,10 +1,13 @@
-"""Scoring one file: a stream of lines -> chunks (``consumers.core.fileformats``) -> enrich -> vectorize -> ONE
-predict per chunk -> scored rows and rejected rows into two writers (objects with ``write(bytes)``), and the score
+"""Scoring one file: a stream of lines -> chunks (``consumers.core.fileformats``) -> enrich -> vectorize ->
+ONE
+predict per chunk -> scored rows and rejected rows into two writers (objects with ``write(bytes)``), and the
+score
 items into the sink. No AWS SDK: the S3 function (``consumers.s3_handler``) injects the writers and the sink.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -113,7 +116,7 @@ class FileScorer:
         # With an executor, a chunk's items are written while the next chunk is parsed and scored (one
         # write in flight: memory stays one chunk of rows); without, inline.
         self.executor = executor
-        self._pending: tuple[Future, int] | None = None
+        self._pending: tuple[Future[set[str]], int] | None = None
         self.stop_margin_s = stop_margin_s
 
     def make_format(self, fmt: type[CsvFormat] | type[JsonLinesFormat]) -> CsvFormat | JsonLinesFormat:
@@ -147,10 +150,8 @@ class FileScorer:
         except BaseException:
             if self._pending is not None:  # do not leave a write running into the next object
                 future, self._pending = self._pending[0], None
-                try:
+                with contextlib.suppress(Exception):
                     future.result()
-                except Exception:  # noqa: BLE001 - the object fails anyway
-                    pass
             raise
 
     def _run(
@@ -247,8 +248,10 @@ class FileScorer:
 
         texts = score_text(scores)
         # CSV: the cells as read; JSON Lines: the event object as sent (before enrichment)
-        source_rows = chunk.raw if isinstance(fmt, CsvFormat) else chunk.events
-        output.write(fmt.scored([source_rows[i] for i in vec.ok_rows], texts, version))
+        if isinstance(fmt, CsvFormat):
+            output.write(fmt.scored([chunk.raw[i] for i in vec.ok_rows], texts, version))
+        else:
+            output.write(fmt.scored([chunk.events[i] for i in vec.ok_rows], texts, version))
         rejects = chunk.rejected
         if vec.errors:
             raw = chunk.raw

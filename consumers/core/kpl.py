@@ -20,7 +20,9 @@ three wire types) avoids a protobuf runtime dependency in the Lambda.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from consumers.core.limits import KPL_DIGEST_BYTES, KPL_MAGIC
 from consumers.core.types import Reason
@@ -62,8 +64,10 @@ def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
             raise AggregateError(Reason.BAD_AGGREGATE, "varint longer than 64 bits")
 
 
-def _fields(buf: bytes, pos: int, end: int):
-    """Yield (field_number, wire_type, value) where value is an int (varint) or a (start, stop) span."""
+def _fields(buf: bytes, pos: int, end: int) -> Iterator[tuple[int, int, Any]]:
+    """Yield (field_number, wire_type, value) where value is an int (varint) or a (start, stop) span: which
+    one is decided by the wire type at run time, so the value is typed ``Any`` and each caller checks
+    ``wire``."""
     while pos < end:
         key, pos = _varint(buf, pos, end)
         field, wire = key >> 3, key & 7

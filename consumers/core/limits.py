@@ -26,7 +26,8 @@ DYNAMODB_BATCH_WRITE_MAX_BYTES = 16 * 1024 * 1024
 DYNAMODB_PARTITION_KEY_MAX_BYTES = 2048
 
 # SQS: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html
-# (256 KiB is the long-standing per-message and per-batch cap; we stay within it even where a queue allows more.)
+# (256 KiB is the long-standing per-message and per-batch cap; we stay within it even where a queue allows
+# more.)
 SQS_SEND_BATCH_MAX_ENTRIES = 10
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
 SQS_SEND_BATCH_MAX_BYTES = 256 * 1024

@@ -12,7 +12,8 @@ block its shard until MaximumRetryAttempts/MaximumRecordAgeInSeconds run out.
 https://docs.aws.amazon.com/lambda/latest/dg/services-kinesis-batchfailurereporting.html
 
 No boto3 here: scorer, sink and quarantine are injected. So is the optional ``enricher`` (a stage between
-decode and vectorize that may fill schema fields from a feature table, consumers/aws/feature_table.py); it never
+decode and vectorize that may fill schema fields from a feature table, consumers/aws/feature_table.py); it
+never
 raises and never rejects: an entity it cannot read leaves its fields missing (NaN).
 """
 

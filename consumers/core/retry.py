@@ -49,7 +49,7 @@ class Backoff:
     rand: Callable[[], float] = random.random
 
     def delay(self, attempt: int) -> float:
-        return self.rand() * min(self.cap_s, self.base_s * (2**attempt))
+        return self.rand() * min(self.cap_s, self.base_s * float(2**attempt))
 
     def wait(self, attempt: int, deadline: Deadline) -> bool:
         """Sleep before retry number ``attempt`` (0-based). False, without sleeping, when the retry

@@ -2,7 +2,7 @@
 
 ``inplace_predict`` on a float32 C-contiguous matrix skips the DMatrix copy (~57 ms vs ~62 ms for
 10k x 30 x 200 trees) and each call has ~0.4 ms fixed overhead, so a per-row loop is ~70x slower
-(DESIGN.md §7). The Booster is loaded with ``nthread=1`` (consumers/core/bundle.py): more threads than vCPUs
+(benchmarks/results/REPORT.md). The Booster is loaded with ``nthread=1`` (consumers/core/bundle.py): more threads than vCPUs
 double small-batch latency.
 """
 

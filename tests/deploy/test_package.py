@@ -27,7 +27,8 @@ from sam.local.events import kinesis_event, kinesis_record, sequence_number
 
 REPO = Path(__file__).resolve().parents[2]
 
-# pip may download ~100 MB of wheels on a cold cache: more than the suite's default 300 s per test may be needed.
+# pip may download ~100 MB of wheels on a cold cache: more than the suite's default 300 s per test may be
+# needed.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
@@ -72,10 +73,18 @@ def test_package_is_under_lambdas_unzipped_limit(lambda_package):
 def test_package_contents(lambda_package):
     root = lambda_package
     # the directory decides: every source file under consumers/ ships, and no other code of the repository
-    shipped = {p.relative_to(REPO) for p in (REPO / "consumers").rglob("*.py") if "__pycache__" not in p.parts}
-    ours = {p.relative_to(root) for top in ("consumers", "model", "producer", "sam", "tests", "benchmarks")
-            for p in (root / top).rglob("*.py") if (root / top).exists()}
-    assert ours == shipped, f"missing: {sorted(map(str, shipped - ours))}, extra: {sorted(map(str, ours - shipped))}"
+    shipped = {
+        p.relative_to(REPO) for p in (REPO / "consumers").rglob("*.py") if "__pycache__" not in p.parts
+    }
+    ours = {
+        p.relative_to(root)
+        for top in ("consumers", "model", "producer", "sam", "tests", "benchmarks")
+        for p in (root / top).rglob("*.py")
+        if (root / top).exists()
+    }
+    assert ours == shipped, (
+        f"missing: {sorted(map(str, shipped - ours))}, extra: {sorted(map(str, ours - shipped))}"
+    )
     assert not (root / "sam").exists() and not (root / "producer").exists()
     assert not list((root / "model").glob("*.py")), "training and synthetic data stay out of the zip"
     # every entry point the template names is in it, and the model bundle (data) beside it
@@ -89,7 +98,7 @@ def test_package_contents(lambda_package):
     assert not [p for p in root.rglob("*.pyc") if not p.name.endswith(".cpython-312.pyc")]
     assert not list(root.glob("*.dist-info/RECORD"))
     # every module has its .pyc, hash-based and unchecked (PEP 552 flags == 0b01): no stat of the source
-    sources = [p for p in root.rglob("*.py")]
+    sources = list(root.rglob("*.py"))
     for src in sources:
         pyc = src.parent / "__pycache__" / f"{src.stem}.cpython-312.pyc"
         assert pyc.is_file(), src.relative_to(root)
@@ -174,7 +183,7 @@ def test_handler_scores_a_batch_from_the_package_alone(lambda_package, aws, tmp_
         "LANG": "C.UTF-8",
     }
     python = package.find_python312(None)
-    before = {p for p in lambda_package.rglob("*.pyc")}
+    before = set(lambda_package.rglob("*.pyc"))
     proc = subprocess.run(
         [python, "-I", "-S", "-c", SCORE_SCRIPT, str(lambda_package), str(event_path), str(out_path)],
         cwd=lambda_package,
@@ -193,4 +202,4 @@ def test_handler_scores_a_batch_from_the_package_alone(lambda_package, aws, tmp_
     assert {i["event_id"]["S"] for i in items} == {e[schema.id_field] for e in events}
     messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 1
-    assert {p for p in lambda_package.rglob("*.pyc")} == before, "modules were compiled at import"
+    assert set(lambda_package.rglob("*.pyc")) == before, "modules were compiled at import"

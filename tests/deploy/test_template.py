@@ -5,9 +5,9 @@ cfn-lint validates resource properties, but not the values inside a SAM ``Events
 here, resolved the way the local poller resolves them (``!Ref Param`` -> the parameter's ``Default``).
 
 The IAM test derives the actions the *shipped* code calls from its source (``ast``: the import closure of each
-function's handler module -- ``consumers.handler``, ``consumers.s3_batch``, ``consumers.http_api`` -- the files
-``sam/package.py`` ships), maps each client method to its API name with botocore's own service model, and
-compares with what that function's role grants. Actions Lambda itself needs on the function's behalf
+function's handler module -- ``consumers.handler``, ``consumers.s3_batch``, ``consumers.http_api`` -- the
+files ``sam/package.py`` ships), maps each client method to its API name with botocore's own service model,
+and compares with what that function's role grants. Actions Lambda itself needs on the function's behalf
 (event-source mapping, on-failure destinations, logs, traces, KMS) are listed below, each with the page that
 requires it; anything else granted fails the test.
 """
@@ -210,7 +210,7 @@ def test_log_group_is_the_functions_with_retention(template, function):
     assert default(template, group["RetentionInDays"]) == 30
 
 
-# ------------------------------------------------------------------------------------------------ stream + mapping
+# ------------------------------------------------------------------------------------------- stream + mapping
 
 
 def test_event_source_mapping_settings(template, esm):
@@ -277,7 +277,7 @@ def test_stream_mode_encryption_and_existing_stream(template):
     assert template["Parameters"]["EnhancedFanOut"]["Default"] == "false"
 
 
-# ------------------------------------------------------------------------------------------------ table, queues, bucket
+# -------------------------------------------------------------------------------------- table, queues, bucket
 
 
 def test_scores_table(template):
@@ -317,7 +317,7 @@ def test_model_bucket_or_existing_bucket(template):
     assert {"ModelBucketName", "ModelPrefix", "ModelUri"} <= set(template["Parameters"])
 
 
-# ------------------------------------------------------------------------------------------------ alarms, outputs
+# -------------------------------------------------------------------------------------------- alarms, outputs
 
 
 def test_alarms(template):
@@ -669,7 +669,7 @@ def test_env_targets_match_the_granted_resources(template, function):
     assert refs(on_failure["Destination"]) == PLATFORM_ACTIONS["sqs:SendMessage"]
 
 
-# ------------------------------------------------------------------------------------------------ S3 batch, HTTP API
+# ----------------------------------------------------------------------------------------- S3 batch, HTTP API
 
 
 def _env(template: dict, function_name: str) -> dict[str, str]:

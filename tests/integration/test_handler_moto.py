@@ -76,7 +76,9 @@ def test_redelivery_is_idempotent(handler, resources):
     handler.lambda_handler(event, LambdaContext())
     second = items_by_id(resources)
     assert len(second) == 60
-    strip = lambda items: {k: {a: v for a, v in i.items() if a != "scored_at"} for k, i in items.items()}
+    def strip(items):
+        return {k: {a: v for a, v in i.items() if a != "scored_at"} for k, i in items.items()}
+
     assert strip(first) == strip(second)
 
 
@@ -150,7 +152,7 @@ def test_logs_carry_positions_and_counts_never_payload(handler, resources, monke
     # THEN the log line has positions and counts, and the canary appears nowhere
     out = stream.getvalue()
     assert canary not in out
-    line = next(json.loads(l) for l in out.splitlines() if '"batch processed"' in l)
+    line = next(json.loads(ln) for ln in out.splitlines() if '"batch processed"' in ln)
     assert line["scored"] == 3 and line["quarantined"] == 1 and line["shard_id"] == "shardId-000000000000"
     assert line["first_sequence_number"] and line["last_sequence_number"]
 

@@ -46,7 +46,7 @@ HYPOTHESIS = settings(
 )
 
 
-# ------------------------------------------------------------------------------------------------ the document
+# ----------------------------------------------------------------------------------------------- the document
 
 
 def resolve(schema: dict) -> dict:
@@ -463,7 +463,7 @@ def test_anything_gets_a_documented_answer(api, body, content_type):
         assert status == 415
 
 
-# ------------------------------------------------------------------------------------------------ scores table
+# ----------------------------------------------------------------------------------------------- scores table
 
 
 @pytest.fixture
@@ -544,7 +544,7 @@ def test_write_scores_needs_a_table():
         Settings.from_env({"MODEL_URI": "m", "HTTP_WRITE_SCORES": "maybe"}, require=HTTP_REQUIRED)
 
 
-# ------------------------------------------------------------------------------------------------ the Vectorizer option
+# -------------------------------------------------------------------------------------- the Vectorizer option
 
 
 def test_vectorizer_all_errors_keeps_the_first_error_and_lists_every_one():

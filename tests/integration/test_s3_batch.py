@@ -310,7 +310,7 @@ def test_json_lines_and_csv_of_the_same_events_score_the_same(batch):
     assert csv_scores == json_scores
 
 
-# ------------------------------------------------------------------------------------------------ S3 behaviour
+# ----------------------------------------------------------------------------------------------- S3 behaviour
 
 
 def test_url_encoded_keys_and_keys_outside_the_input_prefix(batch):
@@ -441,7 +441,7 @@ def test_logs_carry_counts_never_row_values(batch, monkeypatch):
     batch.run("in/canary.csv", csv_rows([dict(zip(header, header))] + rows, header))
     out = stream.getvalue()
     assert canary not in out
-    line = next(json.loads(l) for l in out.splitlines() if '"object scored"' in l)
+    line = next(json.loads(ln) for ln in out.splitlines() if '"object scored"' in ln)
     assert line["scored"] == 1 and line["rejected"] == 1 and line["key"] == "in/canary.csv"
 
 

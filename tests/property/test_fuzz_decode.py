@@ -38,9 +38,10 @@ SCHEMA = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
 VEC = Vectorizer(SCHEMA)
 BASE = orjson.loads(base64.b64decode(load_event("kinesis_valid.json")["Records"][0]["kinesis"]["data"]))
 MAX = 4096
-SETTINGS = dict(
-    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
+SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
 
 
 def run(scorer, payloads):

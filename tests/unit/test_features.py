@@ -82,5 +82,6 @@ def test_empty_batch():
 
 
 def test_schema_file_is_valid_and_round_trips():
-    raw = json.loads(open("model/features.json").read())
+    with open("model/features.json") as f:
+        raw = json.loads(f.read())
     assert FeatureSchema.from_dict(raw).to_json()["features"] == raw["features"]

@@ -1,8 +1,8 @@
 """The hostile-input catalogue: AWS-shaped Kinesis events whose every record the consumer must quarantine
 with one specific reason code, never crash on and never report in ``batchItemFailures``.
 
-    .venv/bin/python tests/events/hostile/make_catalogue.py          # (re)write the JSON files + manifest.json
-    .venv/bin/python tests/events/hostile/make_catalogue.py --check  # exit 1 if the files are out of date
+    .venv/bin/python tests/events/hostile/make_catalogue.py         # (re)write the JSON files + manifest.json
+    .venv/bin/python tests/events/hostile/make_catalogue.py --check # exit 1 if the files are out of date
 
 ``manifest.json`` maps each file to ``expected``: per Kinesis record, in order, the list of reason codes of
 its user records (one for a plain record or an aggregate rejected whole; one per sub-record for an
@@ -217,7 +217,8 @@ def cases() -> dict[str, tuple[str, list[tuple[Any, list[str], str]]]]:
                 (
                     with_literal("num-7", "hour_of_day", "1" + "0" * 30),
                     ["wrong_type"],
-                    "10**30 in an int feature: orjson makes integers beyond 64 bits floats, and a float is not an int",
+                    "10**30 in an int feature: orjson makes integers beyond 64 bits floats, and a float is "
+                    "not an int",
                 ),
                 (
                     with_literal("num-8", "hour_of_day", "-9223372036854775809"),
@@ -400,7 +401,7 @@ def encode(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=True) + "\n"
 
 
-# --- built in memory by the tests (too large to commit) -------------------------------------------------------
+# --- built in memory by the tests (too large to commit) -----------------------------------------------------
 def oversized_event(string_bytes: int = ONE_MIB) -> dict[str, Any]:
     """One record: a valid event with a string field of ``string_bytes`` bytes (default 1 MiB)."""
     data = dumps(event("big-0", note="x" * string_bytes))
@@ -464,7 +465,8 @@ def main(argv: list[str]) -> int:
     for name in stale:
         (HERE / name).write_text(wanted[name])
     print(
-        f"{len(files)} events, {sum(len(e['Records']) for e in files.values())} records; wrote {stale or 'nothing'}"
+        f"{len(files)} events, {sum(len(e['Records']) for e in files.values())} records; wrote "
+        f"{stale or 'nothing'}"
     )
     return 0
 
