@@ -1,8 +1,7 @@
 """Train the fraud model on synthetic labelled events and write a versioned bundle.
 
-The training matrix comes from ``consumers.core.features.Vectorizer``, the very code the consumer runs per
-batch,
-so training and serving encode every field identically (categories as their index, missing optional
+The training matrix comes from ``consumers.core.features.Vectorizer``, the very code the consumer runs
+per batch, so training and serving encode every field identically (categories as their index, missing optional
 fields as NaN). Training is deterministic: the same arguments give a byte-identical ``model.ubj`` and
 therefore the same ``version`` (``hist`` with a fixed ``nthread`` and ``seed``; no subsampling draws that
 depend on thread scheduling).
