@@ -55,7 +55,7 @@ from consumers.aws.http1 import (
     RawConnection,
     _ca_bundle,
 )
-from consumers.aws.sigv4 import SigV4Signer, amz_date, host_header
+from consumers.aws.sigv4 import SigV4Signer, amz_date, host_header, request_path
 from consumers.core.ports import ScoreRows
 from consumers.core.retry import Backoff, Deadline
 
@@ -123,7 +123,7 @@ class LeanDynamoDBSink:
         self.scheme = parts.scheme
         self.hostname = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.path = parts.path or "/"
+        self.path = request_path(parts.path)  # sent as is; the signer derives the canonical URI from it
         self.host = host_header(self.endpoint)
         self.signer = SigV4Signer(client.meta.region_name)
         self._ssl: ssl.SSLContext | None = None

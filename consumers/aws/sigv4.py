@@ -9,13 +9,54 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 CONTENT_TYPE = "application/x-amz-json-1.0"  # DynamoDB's JSON protocol version (botocore: jsonVersion 1.0)
 _SHA256 = hashlib.sha256
 _HMAC_NEW = hmac.new
+# RFC 3986 pchar and "/": what a request path may carry unencoded; "%" only as the start of an escape
+_PATH_SAFE = "/~!$&'()*+,;=:@-._"
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4, and consecutive slashes collapsed, as AWS services and botocore's
+    ``utils.remove_dot_segments`` do."""
+    if not path:
+        return "/"
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment and segment != ".":
+            out.append(segment)
+    first = "/" if path.startswith("/") else ""
+    last = "/" if path.endswith("/") and out else ""
+    return (first + "/".join(out) + last) or "/"
+
+
+def request_path(endpoint_path: str) -> str:
+    """The path the request line carries for an endpoint's path: dot segments removed, every character a path
+    may not carry percent-encoded once (an existing ``%XX`` escape is kept; a bare ``%`` becomes ``%25``)."""
+    path = remove_dot_segments(endpoint_path or "/")
+    if not path.startswith("/"):
+        path = "/" + path
+    pieces = _ESCAPE.split(path)
+    escapes = _ESCAPE.findall(path)
+    encoded = quote(pieces[0], safe=_PATH_SAFE)
+    for escape, piece in zip(escapes, pieces[1:], strict=True):
+        encoded += escape.upper() + quote(piece, safe=_PATH_SAFE)
+    return encoded
+
+
+def canonical_uri(path: str) -> str:
+    """SigV4's CanonicalURI of a request path, for every service but S3: each segment URI-encoded again
+    (botocore: ``quote(normalize_url_path(path), safe="/~")``)."""
+    return quote(remove_dot_segments(path), safe="/~")
 
 
 class SigV4Signer:
@@ -61,7 +102,9 @@ class SigV4Signer:
                 f"content-type:{CONTENT_TYPE}\nhost:{host}\nx-amz-date:{amz_date}\nx-amz-target:{target}\n"
             )
             signed = "content-type;host;x-amz-date;x-amz-target"
-        canonical_request = f"POST\n{path}\n\n{canonical_headers}\n{signed}\n{_SHA256(body).hexdigest()}"
+        canonical_request = (
+            f"POST\n{canonical_uri(path)}\n\n{canonical_headers}\n{signed}\n{_SHA256(body).hexdigest()}"
+        )
         scope = f"{datestamp}/{self.region}/{self.service}/aws4_request"
         string_to_sign = (
             f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{_SHA256(canonical_request.encode()).hexdigest()}"
