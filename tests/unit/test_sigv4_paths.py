@@ -1,9 +1,10 @@
-"""The lean writer signs the path it sends as SigV4 specifies for every service but S3 (the canonical URI is the
-request path with dot segments removed, each segment URI-encoded once more), for endpoint paths beyond "/".
+"""The lean writer signs the path it sends as SigV4 specifies for every service but S3 (the canonical URI is
+the request path with dot segments removed, each segment URI-encoded once more),
+for endpoint paths beyond "/".
 
 The check is a verifier on the wire: a local server takes the request line and headers exactly as received,
-signs them again with botocore's ``SigV4Auth`` and the shared secret, and answers ``InvalidSignatureException``
-unless the signatures agree; the sink's rows are written only when they do.
+signs them again with botocore's ``SigV4Auth`` and the shared secret, and answers
+``InvalidSignatureException`` unless the signatures agree; the sink's rows are written only when they do.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def test_dot_segments_and_double_slashes_are_removed_like_botocore():
 class _Verifier(BaseHTTPRequestHandler):
     received: list[tuple[str, bool]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         host = self.headers["Host"]
         req = AWSRequest(
@@ -74,7 +75,7 @@ class _Verifier(BaseHTTPRequestHandler):
             out = b'{"UnprocessedItems":{}}'
             status = 200
         else:
-            out = b'{"__type":"com.amazon.coral.service#InvalidSignatureException","message":"signature mismatch"}'
+            out = b'{"__type":"com.amazon.coral.service#InvalidSignatureException","message":"mismatch"}'
             status = 400
         self.send_response(status)
         self.send_header("Content-Type", "application/x-amz-json-1.0")
