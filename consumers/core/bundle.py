@@ -9,12 +9,17 @@ Format (one directory, local or under an S3 prefix)::
                     "format": "ubj", ...}
 
 The version is a content hash, so the same bytes always carry the same version and a score written
-to DynamoDB names exactly the model that made it. Loading verifies everything before the Booster is
-used: both hashes, that the model file is XGBoost JSON/UBJSON (never a pickle: unpickling runs code;
-docs/security.md and https://xgboost.readthedocs.io/en/stable/tutorials/saving_model.html), and that the
-Booster's feature names equal the schema's, in order (the consumer builds columns in schema order and
-``inplace_predict`` on a numpy array cannot check names itself). Every failure is a ``ModelError`` whose
-message starts ``model bundle <uri>:`` and says what is wrong.
+to DynamoDB names exactly the model that made it. It covers everything that changes a score: the trees, and
+the feature schema the model was trained with (names, types, bounds, category order: the whole encoding, as
+``features.json`` holds it), whose sha256 training records *inside* ``model.ubj`` (the Booster attribute
+``TRAINED_SCHEMA_ATTR``). Loading verifies everything before the Booster is used: both hashes, that
+``features.json`` is the schema the model was trained with (a ``card.json`` rewritten to match an edited
+``features.json`` does not make it so), that the model file is XGBoost JSON/UBJSON (never a pickle:
+unpickling runs code; docs/security.md and
+https://xgboost.readthedocs.io/en/stable/tutorials/saving_model.html), and that the Booster's feature
+names equal the schema's, in order (the consumer builds columns in schema order and ``inplace_predict``
+on a numpy array cannot check names itself). Every failure is a ``ModelError`` whose message starts
+``model bundle <uri>:`` and says what is wrong.
 
 ``s3://bucket/prefix`` bundles are downloaded once per container into ``cache_dir/<sha256(uri)>/``: a warm
 cache that verifies is used as is, files are written under a temporary name and renamed (a crash never
@@ -56,6 +61,7 @@ CARD_KEYS = (
     "training",
     "format",
 )
+TRAINED_SCHEMA_ATTR = "features_sha256"  # Booster attribute: sha256 of the features.json trained with
 OBJECTIVE = "binary:logistic"  # the consumer stores the prediction as a probability
 DEFAULT_CACHE_DIR = "/tmp/model-cache"  # /tmp is the only writable path on Lambda
 VERSION_CHARS = 16
@@ -122,8 +128,11 @@ def write_bundle(
         raise ValueError("metrics must contain holdout_auc")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = bytes(booster.save_raw(raw_format="ubj"))
     features = features_json_bytes(schema)
+    booster.set_attr(
+        **{TRAINED_SCHEMA_ATTR: sha256_hex(features)}
+    )  # saved inside model.ubj: the version covers it
+    model = bytes(booster.save_raw(raw_format="ubj"))
     model_sha = sha256_hex(model)
     card: dict[str, Any] = {
         "version": model_sha[:VERSION_CHARS],
@@ -261,6 +270,19 @@ def _build(card: dict[str, Any], model: bytes, features: bytes, uri: str) -> Mod
         raise bad(f"xgboost cannot load {MODEL_FILE}: {first_line}") from exc
     if booster.feature_names != schema.names:
         raise bad(f"feature names differ: {_name_diff(booster.feature_names, schema.names)}")
+    trained_with = booster.attr(TRAINED_SCHEMA_ATTR)
+    if trained_with is None:
+        raise bad(
+            f"{MODEL_FILE} does not record the feature schema it was trained with, so {FEATURES_FILE} "
+            "cannot be checked against it; retrain the bundle with this version "
+            "(python -m model train --out DIR)"
+        )
+    if trained_with != sha256_hex(features):
+        raise bad(
+            f"{FEATURES_FILE} is not the schema {MODEL_FILE} was trained with (sha256 "
+            f"{sha256_hex(features)}, trained with {trained_with}): its names, types, bounds or category "
+            "order changed, which changes scores; restore it or retrain"
+        )
     if objective != OBJECTIVE or card["objective"] != objective:
         raise bad(
             f"objective is {objective!r} in {MODEL_FILE} and {card['objective']!r} in {CARD_FILE}; "
