@@ -319,7 +319,8 @@ class HttpRuntime:
             model_version=version,
             scored_at_ms=time.time_ns() // 1_000_000,
         )
-        return self.sink.write(rows, deadline)  # type: ignore[union-attr]
+        assert self.sink is not None  # _score writes only with a sink
+        return self.sink.write(rows, deadline).not_stored()  # a refused item fails the request too
 
 
 def report(info: dict[str, Any]) -> None:

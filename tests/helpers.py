@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from consumers.core.ports import ScoreRows
+from consumers.core.ports import ScoreRows, WriteResult
 from consumers.core.retry import Deadline
 from consumers.core.types import Rejected
 from sam.local.events import kinesis_event, kinesis_record, sequence_number
@@ -25,13 +25,13 @@ class MemorySink:
         self.items: dict[str, tuple[float, str]] = {}
         self.calls = 0
 
-    def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
+    def write(self, rows: ScoreRows, deadline: Deadline) -> WriteResult:
         self.calls += 1
         assert len(set(rows.ids)) == len(rows.ids), "the sink must receive each key once"
         for key, score, pos in zip(rows.ids, rows.scores.tolist(), rows.positions):
             if key not in self.fail:
                 self.items[key] = (score, pos.sequence_number)
-        return {k for k in rows.ids if k in self.fail}
+        return WriteResult(k for k in rows.ids if k in self.fail)
 
 
 class MemoryQuarantine:
@@ -72,8 +72,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def lambda_init(
     env_overrides: dict[str, str], module: str = "consumers.handler"
 ) -> subprocess.CompletedProcess[str]:
-    """Import an entry point the way Lambda's init phase does (``AWS_LAMBDA_FUNCTION_NAME`` set, so the runtime
-    is built at import) in a fresh interpreter, without the scoring variables of this process."""
+    """Import an entry point the way Lambda's init phase does (``AWS_LAMBDA_FUNCTION_NAME`` set, so the
+    runtime is built at import) in a fresh interpreter, without the scoring variables of this process."""
     env = {k: v for k, v in os.environ.items() if k not in ("SCORES_TABLE", "DLQ_URL", "MODEL_URI")}
     env["AWS_LAMBDA_FUNCTION_NAME"] = "scoring"
     env.update(env_overrides)

@@ -22,10 +22,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.aws.errors import error_code, is_retryable
 from consumers.core.limits import DYNAMODB_BATCH_WRITE_MAX_BYTES, DYNAMODB_BATCH_WRITE_MAX_ITEMS
-from consumers.core.ports import ScoreRows
+from consumers.core.ports import ScoreRows, WriteResult
 from consumers.core.retry import Backoff, Deadline
 
 log = logging.getLogger(__name__)
+
+# Errors DynamoDB gives a BatchWriteItem for the content of one of its items (an invalid item): the chunk is
+# split until the item is found, and only that item is refused.
+ITEM_REFUSAL_CODES = frozenset({"ValidationException"})
+ChunkResult = tuple[list[str], dict[str, str]]  # (unwritten keys, refused key -> error code)
 
 _ITEM_OVERHEAD_BYTES = 256  # attribute names + fixed-size values, generous
 
@@ -84,17 +89,26 @@ def write_chunks(
     *,
     ttl_days: int,
     executor: ThreadPoolExecutor | None,
-    write_chunk: Callable[[list[dict[str, Any]], Deadline], list[str]],
-) -> set[str]:
+    write_chunk: Callable[[list[dict[str, Any]], Deadline], ChunkResult],
+) -> WriteResult:
     """Every writer's ``Sink.write``: items in chunks, the chunks overlapped on ``executor`` when there is
-    one;
-    returns the keys ``write_chunk`` could not write."""
+    one; returns the keys ``write_chunk`` could not write and those refused as poison.
+
+    A store that refused *every* item of the batch has a configuration problem (wrong key schema, a table
+    of another shape), not poison: those keys are returned as unwritten, so Lambda retries them and the
+    alarms fire, instead of the whole stream going to the dead-letter queue."""
     chunks = list(chunk_items(build_items(rows, ttl_days)))
     if executor is None or len(chunks) < 2:
         results = [write_chunk(c, deadline) for c in chunks]
     else:
         results = list(executor.map(lambda c: write_chunk(c, deadline), chunks))
-    return {key for failed in results for key in failed}
+    unwritten = {key for failed, _ in results for key in failed}
+    refused = {key: code for _, poison in results for key, code in poison.items()}
+    if refused and len(unwritten) + len(refused) >= len(rows):
+        codes = sorted(set(refused.values()))
+        log.error("the table refused every item of the batch (%s): retried, not quarantined", codes)
+        return WriteResult(unwritten | set(refused))
+    return WriteResult(unwritten, refused)
 
 
 class DynamoDBSink:
@@ -117,12 +131,12 @@ class DynamoDBSink:
         self.executor = executor  # overlaps requests; botocore clients are thread-safe
         self.stats = {"requests": 0, "throttled_requests": 0, "unprocessed_items": 0}
 
-    def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
+    def write(self, rows: ScoreRows, deadline: Deadline) -> WriteResult:
         return write_chunks(
             rows, deadline, ttl_days=self.ttl_days, executor=self.executor, write_chunk=self._write_chunk
         )
 
-    def _write_chunk(self, chunk: list[dict[str, Any]], deadline: Deadline) -> list[str]:
+    def _write_chunk(self, chunk: list[dict[str, Any]], deadline: Deadline) -> ChunkResult:
         pending = [{"PutRequest": {"Item": item}} for item in chunk]
         attempt = 0
         while True:
@@ -133,15 +147,33 @@ class DynamoDBSink:
                 resp = self.client.batch_write_item(RequestItems={self.table: pending})
             except (ClientError, BotoCoreError) as exc:
                 if not is_retryable(exc):
-                    log.error("BatchWriteItem failed, not retryable: %s", error_code(exc))
+                    code = error_code(exc)
+                    if code in ITEM_REFUSAL_CODES:
+                        return self._isolate([req["PutRequest"]["Item"] for req in pending], deadline, code)
+                    log.error("BatchWriteItem failed, not retryable: %s", code)
                     break
                 self.stats["throttled_requests"] += 1
             else:
                 pending = resp.get("UnprocessedItems", {}).get(self.table, [])
                 if not pending:
-                    return []
+                    return [], {}
                 self.stats["unprocessed_items"] += len(pending)
             if not self.backoff.wait(attempt, deadline):
                 break
             attempt += 1
-        return [req["PutRequest"]["Item"]["event_id"]["S"] for req in pending]
+        return [req["PutRequest"]["Item"]["event_id"]["S"] for req in pending], {}
+
+    def _isolate(self, items: list[dict[str, Any]], deadline: Deadline, code: str) -> ChunkResult:
+        """A request refused for an item's content: halve it until the refused items stand alone (at most
+        ~2 requests per item of the chunk), write the rest."""
+        if len(items) == 1:
+            return [], {items[0]["event_id"]["S"]: code}
+        self.stats["isolation_splits"] = self.stats.get("isolation_splits", 0) + 1
+        mid = len(items) // 2
+        unwritten: list[str] = []
+        refused: dict[str, str] = {}
+        for half in (items[:mid], items[mid:]):
+            u, r = self._write_chunk(half, deadline)
+            unwritten += u
+            refused.update(r)
+        return unwritten, refused

@@ -46,7 +46,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from consumers.aws.dynamodb import DynamoDBSink, write_chunks
+from consumers.aws.dynamodb import ChunkResult, DynamoDBSink, write_chunks
 from consumers.aws.errors import RETRYABLE_CODES
 from consumers.aws.http1 import (
     Connection,
@@ -56,7 +56,7 @@ from consumers.aws.http1 import (
     _ca_bundle,
 )
 from consumers.aws.sigv4 import SigV4Signer, amz_date, host_header, request_path
-from consumers.core.ports import ScoreRows
+from consumers.core.ports import ScoreRows, WriteResult
 from consumers.core.retry import Backoff, Deadline
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class LeanDynamoDBSink:
         }
 
     # -- Sink ------------------------------------------------------------------------------------
-    def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
+    def write(self, rows: ScoreRows, deadline: Deadline) -> WriteResult:
         return write_chunks(
             rows, deadline, ttl_days=self.ttl_days, executor=self.executor, write_chunk=self._write_chunk
         )
@@ -159,7 +159,7 @@ class LeanDynamoDBSink:
             self._local.conn = None
 
     # -- one chunk -------------------------------------------------------------------------------
-    def _write_chunk(self, items: list[dict[str, Any]], deadline: Deadline) -> list[str]:
+    def _write_chunk(self, items: list[dict[str, Any]], deadline: Deadline) -> ChunkResult:
         pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]
         attempt = 0
         while not deadline.expired():
@@ -174,14 +174,14 @@ class LeanDynamoDBSink:
                 self._count(exc.counter)
             else:
                 if not pending:
-                    return []
+                    return [], {}
                 self._count("unprocessed_items", len(pending))
             if not self.backoff.wait(attempt, deadline):
                 break
             attempt += 1
-        return [req["PutRequest"]["Item"]["event_id"]["S"] for req in pending]
+        return [req["PutRequest"]["Item"]["event_id"]["S"] for req in pending], {}
 
-    def _fallback(self, items: list[dict[str, Any]], deadline: Deadline) -> list[str]:
+    def _fallback(self, items: list[dict[str, Any]], deadline: Deadline) -> ChunkResult:
         botocore_sink = DynamoDBSink(self.client, self.table, backoff=self.backoff, ttl_days=self.ttl_days)
         try:
             return botocore_sink._write_chunk(items, deadline)

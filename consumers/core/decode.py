@@ -2,8 +2,8 @@
 
 Per record: base64 (strict) -> size cap -> KPL de-aggregation when the data starts with the KPL magic
 (a malformed aggregate is rejected whole, see kpl.py) -> UTF-8 JSON (orjson: ~5x faster than the
-stdlib here, benchmarks/results/REPORT.md) -> must be an object. Whatever fails becomes ``Rejected(reason)`` and is
-quarantined; nothing in this module raises for a record's content.
+stdlib here, benchmarks/results/REPORT.md) -> must be an object. Whatever fails becomes ``Rejected(reason)``
+and is quarantined; nothing in this module raises for a record's content.
 
 Duplicate keys. orjson, like most parsers, keeps the *last* value of a repeated key; others keep the first
 or fail. A payload whose meaning depends on the parser is ambiguous (a classic smuggling vector: a

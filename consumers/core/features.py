@@ -4,8 +4,8 @@ Column-wise, not per key: each feature's values are pulled out of every event on
 rows, transposed), the set of Python types in the column is checked in C (``set(map(type, col))``),
 and a column of the expected types converts with one ``np.array`` call; bounds are checked on whole
 columns. Only a column that contains a wrong type takes the per-value path, to find the offending rows.
-That keeps 10,000 x 30 in tens of milliseconds (benchmarks/results/REPORT.md) and makes a batch's matrix exactly the
-stack of its rows' one-record matrices (tested with hypothesis).
+That keeps 10,000 x 30 in tens of milliseconds (benchmarks/results/REPORT.md) and makes a batch's matrix
+exactly the stack of its rows' one-record matrices (tested with hypothesis).
 
 Per-row problems are values: ``VectorizeResult.errors`` maps a row index to (Reason, detail). The detail
 names the field and the JSON type seen, never the value (logs and metrics must not carry payload data).
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from consumers.core.limits import DYNAMODB_PARTITION_KEY_MAX_BYTES
 from consumers.core.schema import Feature, FeatureSchema
 from consumers.core.types import Reason
 
@@ -77,6 +78,11 @@ class _Errors(dict[int, tuple[Reason, str]]):
             self.all.setdefault(i, []).append(FieldError(reason, field, detail))
 
 
+def _utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8; a lone surrogate (which no JSON parser here produces) counts as 3."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _json_type(v: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(v), type(v).__name__)
 
@@ -108,6 +114,17 @@ class Vectorizer:
             elif not 0 < len(v) <= max_len:
                 errors.add(
                     i, Reason.BAD_ID, f"field {field!r}: length must be 1..{max_len}, got {len(v)}", field
+                )
+            elif (
+                len(v) * 4 > DYNAMODB_PARTITION_KEY_MAX_BYTES
+                and _utf8_len(v) > DYNAMODB_PARTITION_KEY_MAX_BYTES
+            ):
+                errors.add(
+                    i,
+                    Reason.BAD_ID,
+                    f"field {field!r}: longer than {DYNAMODB_PARTITION_KEY_MAX_BYTES} UTF-8 bytes "
+                    "(the scores table's key limit)",
+                    field,
                 )
         return ids
 

@@ -19,7 +19,7 @@ import numpy as np
 from consumers.core.errors import ConfigError, ScoringError
 from consumers.core.features import Vectorizer
 from consumers.core.fileformats import Chunk, CsvFormat, JsonLinesFormat
-from consumers.core.ports import Enricher, EnrichStats, ScoreRows, Sink, hit_rate_percent
+from consumers.core.ports import Enricher, EnrichStats, ScoreRows, Sink, WriteResult, hit_rate_percent
 from consumers.core.retry import Deadline
 from consumers.core.scoring import Scorer
 from consumers.core.types import Position
@@ -116,7 +116,7 @@ class FileScorer:
         # With an executor, a chunk's items are written while the next chunk is parsed and scored (one
         # write in flight: memory stays one chunk of rows); without, inline.
         self.executor = executor
-        self._pending: tuple[Future[set[str]], int] | None = None
+        self._pending: tuple[Future[WriteResult], int] | None = None
         self.stop_margin_s = stop_margin_s
 
     def make_format(self, fmt: type[CsvFormat] | type[JsonLinesFormat]) -> CsvFormat | JsonLinesFormat:
@@ -212,7 +212,7 @@ class FileScorer:
         if self._pending is not None:
             (future, n), self._pending = self._pending, None
             t = time.perf_counter()
-            unwritten = future.result()
+            unwritten = future.result().not_stored()
             outcome.stage_s["wait_items"] = outcome.stage_s.get("wait_items", 0.0) + time.perf_counter() - t
             outcome.items += n - len(unwritten)
             outcome.items_unwritten += len(unwritten)
@@ -281,7 +281,7 @@ class FileScorer:
             self._settle(outcome)  # the previous chunk's items (timed as wait_items)
             t = time.perf_counter()
             if self.executor is None:
-                unwritten = self.sink.write(rows, deadline)
+                unwritten = self.sink.write(rows, deadline).not_stored()
                 outcome.items += len(rows) - len(unwritten)
                 outcome.items_unwritten += len(unwritten)
                 self._timed(outcome, "write_items", t)

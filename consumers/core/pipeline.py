@@ -28,10 +28,10 @@ import numpy as np
 
 from consumers.core.decode import decode_event
 from consumers.core.features import Vectorizer
-from consumers.core.ports import Enricher, Quarantine, ScoreRows, Sink
+from consumers.core.ports import Enricher, Quarantine, ScoreRows, Sink, WriteResult
 from consumers.core.retry import Deadline
 from consumers.core.scoring import Scorer
-from consumers.core.types import BatchOutcome, BatchResponse, Position, Rejected
+from consumers.core.types import BatchOutcome, BatchResponse, Position, Reason, Rejected
 
 Span = Callable[[str], AbstractContextManager[Any]]
 
@@ -119,14 +119,25 @@ def process_batch(
     with stage("write"):
         # Throttled writes may use the whole budget; keep a slice for the dead-letter sends.
         reserve = min(2.0, 0.2 * max(deadline.remaining(), 0.0)) if rejected else 0.0
-        unwritten = sink.write(rows, deadline.shortened(reserve)) if len(rows) else set()
+        written = sink.write(rows, deadline.shortened(reserve)) if len(rows) else WriteResult()
+        unwritten, refused = set(written), written.refused
+        for m, key in enumerate(vec.ids):
+            if (
+                key in refused
+            ):  # every record of a refused key: each has its own data for the dead-letter queue
+                d = decoded.decoded[vec.ok_rows[m]]
+                detail = f"the scores table refused the item ({refused[key]})"
+                rejected.append(
+                    Rejected(d.position, Reason.ITEM_REFUSED, detail, d.data, d.partition_key, d.arrival)
+                )
     with stage("quarantine"):
         unsent = quarantine.send(rejected, source_arn, deadline) if rejected else []
 
     scored: list[Position] = []
     retried: list[Position] = []
     for m, key in enumerate(vec.ids):
-        (retried if key in unwritten else scored).append(positions[m])
+        if key not in refused:
+            (retried if key in unwritten else scored).append(positions[m])
     unsent_positions = {id(r) for r in unsent}
     quarantined = [r for r in rejected if id(r) not in unsent_positions]
     retried.extend(r.position for r in unsent)

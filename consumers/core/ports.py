@@ -6,7 +6,7 @@ The core (``consumers.core.pipeline`` and the file scorer) depends on these prot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -31,9 +31,26 @@ class ScoreRows:
         return len(self.ids)
 
 
+class WriteResult(frozenset[str]):
+    """What a ``Sink.write`` could not do: the keys still unwritten at the deadline (the set itself: a retry
+    may cure them) and, apart, the keys the store refused for the item's own content (``refused``: key -> the
+    service's error code; no retry cures them, so their records go to the dead-letter queue)."""
+
+    refused: dict[str, str]
+
+    def __new__(cls, unwritten: Iterable[str] = (), refused: Mapping[str, str] | None = None) -> WriteResult:
+        result = super().__new__(cls, unwritten)
+        result.refused = dict(refused or {})
+        return result
+
+    def not_stored(self) -> set[str]:
+        """Every key not in the store, refused or not (for callers that answer for the whole request)."""
+        return set(self) | set(self.refused)
+
+
 class Sink(Protocol):
-    def write(self, rows: ScoreRows, deadline: Deadline) -> set[str]:
-        """Write every row; return the event ids that are still unwritten at the deadline."""
+    def write(self, rows: ScoreRows, deadline: Deadline) -> WriteResult:
+        """Write every row; return the keys still unwritten at the deadline and those refused as poison."""
         ...
 
 

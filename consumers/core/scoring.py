@@ -2,8 +2,8 @@
 
 ``inplace_predict`` on a float32 C-contiguous matrix skips the DMatrix copy (~57 ms vs ~62 ms for
 10k x 30 x 200 trees) and each call has ~0.4 ms fixed overhead, so a per-row loop is ~70x slower
-(benchmarks/results/REPORT.md). The Booster is loaded with ``nthread=1`` (consumers/core/bundle.py): more threads than vCPUs
-double small-batch latency.
+(benchmarks/results/REPORT.md). The Booster is loaded with ``nthread=1`` (consumers/core/bundle.py): more
+threads than vCPUs double small-batch latency.
 """
 
 from __future__ import annotations

@@ -82,6 +82,9 @@ class Reason(StrEnum):
     WRONG_TYPE = "wrong_type"
     OUT_OF_RANGE = "out_of_range"
     UNKNOWN_CATEGORY = "unknown_category"
+    ITEM_REFUSED = (
+        "item_refused"  # the scores table refused the record's item for its content (not a retry case)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,7 +226,7 @@ def test_lean_request_is_botocores_request(server, frozen, token):
     chunk = items(25)
     # WHEN botocore sends BatchWriteItem, then the lean sink does
     client.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": i}} for i in chunk]})
-    assert sink_for(client)._write_chunk(chunk, Deadline(5)) == []
+    assert sink_for(client)._write_chunk(chunk, Deadline(5)) == ([], {})
     boto, lean = server.requests
     bh, lh = lower(boto["headers"]), lower(lean["headers"])
     # THEN method, path, target, content type, host, date and token are the same
@@ -382,7 +382,7 @@ def test_throttling_5xx_reset_and_crc_mismatch_are_retried_with_backoff(server):
     sleeps = Sleeps()
     sink = sink_for(make_client(server.url), sleeps=sleeps)
     # WHEN one chunk is written
-    assert sink._write_chunk(items(25), Deadline(5)) == []
+    assert sink._write_chunk(items(25), Deadline(5)) == ([], {})
     # THEN it was sent 7 times with a backoff pause before each retry but the free one, nothing via botocore
     assert len(server.requests) == 7
     assert sleeps == [0.5 * min(0.05, 0.01 * 2**a) for a in range(5)]
@@ -395,7 +395,7 @@ def test_throttling_5xx_reset_and_crc_mismatch_are_retried_with_backoff(server):
 def test_every_retryable_code_is_retried(server, code):
     server.script.append(error(code))
     sink = sink_for(make_client(server.url))
-    assert sink._write_chunk(items(2), Deadline(5)) == []
+    assert sink._write_chunk(items(2), Deadline(5)) == ([], {})
     assert len(server.requests) == 2 and sink.stats["fallbacks"] == 0
 
 
@@ -405,7 +405,7 @@ def test_unprocessed_items_are_resent_until_written(server):
     server.script.append(response(body=orjson.dumps({"UnprocessedItems": {TABLE: held}})))
     sleeps = Sleeps()
     sink = sink_for(make_client(server.url), sleeps=sleeps)
-    assert sink._write_chunk(chunk, Deadline(5)) == []
+    assert sink._write_chunk(chunk, Deadline(5)) == ([], {})
     first, second = (orjson.loads(r["body"])["RequestItems"][TABLE] for r in server.requests)
     assert len(first) == 25 and second == held
     assert sink.stats["unprocessed_items"] == 7 and len(sleeps) == 1
@@ -416,9 +416,9 @@ def test_a_stale_keep_alive_connection_is_reopened_without_backoff(server):
     server.script.append(DROP_AFTER)
     sleeps = Sleeps()
     sink = sink_for(make_client(server.url), sleeps=sleeps)
-    assert sink._write_chunk(items(1), Deadline(5)) == []
+    assert sink._write_chunk(items(1), Deadline(5)) == ([], {})
     # WHEN the next request finds the connection closed
-    assert sink._write_chunk(items(1), Deadline(5)) == []
+    assert sink._write_chunk(items(1), Deadline(5)) == ([], {})
     # THEN it reconnected and resent at once: no backoff, not counted as an error
     assert len(server.requests) == 2 and server.connections == 2 and sleeps == []
     assert sink.stats["connection_errors"] == 0
@@ -440,7 +440,7 @@ def test_deadline_stops_retrying_and_returns_the_unwritten_keys(server):
 def test_retry_budget_is_bounded(server):
     server.script.extend([error("ThrottlingException")] * 10)
     sink = sink_for(make_client(server.url), max_attempts=3)
-    assert sink._write_chunk(items(3), Deadline(5)) == [i["event_id"]["S"] for i in items(3)]
+    assert sink._write_chunk(items(3), Deadline(5)) == ([i["event_id"]["S"] for i in items(3)], {})
     assert len(server.requests) == 3
 
 
@@ -475,7 +475,7 @@ def test_unusual_responses_hand_the_chunk_to_botocore(server, answer):
         )
         sink = sink_for(client)
         # WHEN the chunk is written
-        assert sink._write_chunk(chunk, Deadline(5)) == []
+        assert sink._write_chunk(chunk, Deadline(5)) == ([], {})
         # THEN botocore got the same items once, and the lean path did not retry
         stub.assert_no_pending_responses()
     assert len(server.requests) == 1 and sink.stats["fallbacks"] == 1
@@ -486,7 +486,7 @@ def test_fallback_keeps_botocores_outcome_for_non_retryable_errors(server):
     client = make_client(server.url)
     with Stubber(client) as stub:
         stub.add_client_error("batch_write_item", "ResourceNotFoundException", http_status_code=400)
-        assert sink_for(client)._write_chunk(items(2), Deadline(5)) == ["evt-0000", "evt-0001"]
+        assert sink_for(client)._write_chunk(items(2), Deadline(5)) == (["evt-0000", "evt-0001"], {})
 
 
 def test_fallback_resends_only_what_is_still_pending(server):
@@ -499,7 +499,7 @@ def test_fallback_resends_only_what_is_still_pending(server):
     client = make_client(server.url)
     with Stubber(client) as stub:
         stub.add_response("batch_write_item", {"UnprocessedItems": {}}, {"RequestItems": {TABLE: held}})
-        assert sink_for(client)._write_chunk(chunk, Deadline(5)) == []
+        assert sink_for(client)._write_chunk(chunk, Deadline(5)) == ([], {})
         stub.assert_no_pending_responses()
 
 
@@ -517,8 +517,8 @@ def test_fallback_resends_only_what_is_still_pending(server):
 def test_transports_read_chunked_close_and_interim_responses(server, transport, answer):
     server.script.extend([answer, response()])
     sink = sink_for(make_client(server.url), transport=transport)
-    assert sink._write_chunk(items(2), Deadline(5)) == []
-    assert sink._write_chunk(items(2), Deadline(5)) == []
+    assert sink._write_chunk(items(2), Deadline(5)) == ([], {})
+    assert sink._write_chunk(items(2), Deadline(5)) == ([], {})
     assert len(server.requests) == 2 and sink.stats["connection_errors"] == 0
 
 
