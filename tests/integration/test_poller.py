@@ -1,9 +1,10 @@
-"""The local event-source mapping (sam/local/poller.py) against moto server over HTTP: each Lambda semantic
+"""The local event-source mapping (sam/local/poller/) against moto server over HTTP: each Lambda semantic
 it emulates, with fake handlers that record what they were given (the real handler runs in
 test_end_to_end.py). No fixed sleeps: every wait is a condition with a deadline."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -53,8 +54,6 @@ class Recorder:
         self.delay_s = 0.0
 
     def __call__(self, event, context):
-        import base64
-
         records = event["Records"]
         assert records, "the poller delivered an empty batch"
         assert context.get_remaining_time_in_millis() > 0 and context.aws_request_id
@@ -122,13 +121,13 @@ def put(kinesis, stream: str, payloads: list[str], pk: str | list[str] = "pk") -
 
 
 def settings(**kw) -> EventSourceSettings:
-    base = dict(
-        batch_size=100,
-        maximum_batching_window_s=0,
-        starting_position="TRIM_HORIZON",
-        report_batch_item_failures=True,
-        function_timeout_s=30,
-    )
+    base = {
+        "batch_size": 100,
+        "maximum_batching_window_s": 0,
+        "starting_position": "TRIM_HORIZON",
+        "report_batch_item_failures": True,
+        "function_timeout_s": 30,
+    }
     base.update(kw)
     return EventSourceSettings(**base)
 
@@ -454,7 +453,8 @@ def test_no_empty_batch_one_shard_per_batch_and_batch_size_honoured(kinesis):
             payloads = [f"w{wave}-{i}" for i in range(40)]
             put(kinesis, "s", payloads, pk=[f"k{i % 11}" for i in range(40)])
             sent += payloads
-            wait_for(lambda: sum(len(d) for d in fn.delivered()) >= len(sent), what="the wave")
+            total = len(sent)
+            wait_for(lambda total=total: sum(len(d) for d in fn.delivered()) >= total, what="the wave")
         assert p.wait_idle(0.3, timeout_s=20)
     finally:
         p.stop()
@@ -476,7 +476,7 @@ def test_no_empty_batch_one_shard_per_batch_and_batch_size_honoured(kinesis):
 def test_the_6_mb_invoke_payload_caps_a_batch(kinesis):
     # GIVEN records of ~1 MB (base64: 1.33 MB each in the event): 4 fit in 6 MB, far fewer than BatchSize
     create_stream(kinesis, "s", 1)
-    big = ["%d" % i + "x" * 999_990 for i in range(10)]
+    big = [f"{i}" + "x" * 999_990 for i in range(10)]
     put(kinesis, "s", big)
     fn = Recorder()
     p = poller(kinesis, "s", fn, settings(batch_size=100))
@@ -660,7 +660,8 @@ def test_starting_position_latest_skips_older_records(kinesis):
 
 # ------------------------------------------------------------------------------------------- CLI
 def cli_handler(event, context):
-    """Used by the CLI test below (python -m sam.local.poller --handler tests.integration.test_poller.cli_handler)."""
+    """Used by the CLI test below
+    (python -m sam.local.poller --handler tests.integration.test_poller.cli_handler)."""
     time.sleep(SLOW_HANDLER_S)
     return {"batchItemFailures": []}
 
