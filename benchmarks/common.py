@@ -135,7 +135,7 @@ def sample_rows(n: int, seed: int = 7):
         scores=rng.random(n, dtype=np.float32),
         positions=[Position("shardId-000000000000", sequence_number(i)) for i in range(n)],
         arrivals=[now - 1.0] * n,
-        model_version="31c4c0748a051110",
+        model_version="0" * 16,  # any 16-character version: the fake endpoints do not check it
         scored_at_ms=int(now * 1000),
     )
 

@@ -1,5 +1,6 @@
-"""The layout's promises, checked on the code as it is (docs/architecture.md, "Layout"): the pure core loads no AWS
-SDK when imported, its third-party imports are the three it may have, and the directory decides what ships."""
+"""The layout's promises, checked on the code as it is (docs/architecture.md,
+"Layout"): the pure core loads no AWS SDK when imported, its third-party
+imports are the three it may have, and the directory decides what ships."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ CORE_THIRD_PARTY = {"numpy", "xgboost", "orjson"}
 
 
 def test_importing_the_core_loads_no_aws_sdk_or_powertools():
-    # GIVEN a fresh interpreter; WHEN every core module is imported; THEN none of the AWS/Lambda libraries is loaded
+    # GIVEN a fresh interpreter; WHEN every core module is
+    # imported; THEN none of the AWS/Lambda libraries is loaded
     modules = sorted(
         ".".join(p.relative_to(REPO_ROOT).with_suffix("").parts)
         for p in (REPO_ROOT / "consumers" / "core").glob("*.py")
@@ -27,7 +29,9 @@ def test_importing_the_core_loads_no_aws_sdk_or_powertools():
         "{'boto3', 'botocore', 's3transfer', 'urllib3', 'aws_lambda_powertools', 'aws_xray_sdk'})\n"
         "print(','.join(bad))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(modules) >= 10 and proc.stdout.strip() == "", proc.stdout
 

@@ -27,8 +27,8 @@ from sam.local.events import kinesis_event, kinesis_record, sequence_number
 
 REPO = Path(__file__).resolve().parents[2]
 
-# pip may download ~100 MB of wheels on a cold cache: more than the suite's default 300 s per test may be
-# needed.
+# pip may download ~100 MB of wheels on a cold cache: more
+# than the suite's default 300 s per test may be needed.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 

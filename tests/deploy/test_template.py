@@ -434,7 +434,8 @@ PLATFORM_ACTIONS = {
     "kms:Decrypt": {"KmsKeyArn"},
     "kms:GenerateDataKey": {"KmsKeyArn"},
     # The runtime's log and trace writers: https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs.html
-    # and https://docs.aws.amazon.com/lambda/latest/dg/services-xray.html (X-Ray has no resource-level permissions)
+    # and https://docs.aws.amazon.com/lambda/latest/dg/services-xray.html
+    # (X-Ray has no resource-level permissions)
     "logs:CreateLogStream": {"ScoringLogGroup"},
     "logs:PutLogEvents": {"ScoringLogGroup"},
     "xray:PutTraceSegments": {"*"},
@@ -495,14 +496,24 @@ CLIENT_FACTORIES = {"client", "create_client", "resource"}
 
 
 def shipped_sources(module: str = "consumers.handler") -> dict[str, Path]:
-    """The code of one function: the import closure of its handler module (sam/package.py)."""
-    return package.project_closure(module)
+    """The code one function runs: its handler module and everything it imports, directly or not (grimp's
+    import graph of consumers/, imports inside functions included)."""
+    import grimp
+
+    graph = grimp.build_graph("consumers")
+    names = {module} | graph.find_upstream_modules(module)
+    files = {}
+    for name in names:
+        base = REPO.joinpath(*name.split("."))
+        files[name] = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+    return files
 
 
 def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str]]:
     """IAM actions of the AWS API calls in ``sources``: {action: {"file:line", ...}} and the client services.
 
-    A client's service is identified from ``<x>.client("svc")`` (or ``create_client`` / ``resource``);
+    A client's service is identified from ``<x>.client("svc")`` (or ``create_client`` / ``resource``) and
+    from ``client(session, "svc", ...)`` (``consumers.aws.clients``);
     calls ``<obj>.<method>(...)`` whose method is an operation of one of those services (botocore's
     ``method_to_api_mapping``) become ``<signing name>:<Operation>``; so do JSON-protocol targets written
     out as strings (``"DynamoDB_20120810.BatchWriteItem"``), for a writer that bypasses the client.
@@ -525,6 +536,15 @@ def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str
                 )
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     services.add(arg.value)
+            elif (  # consumers.aws.clients.client(session, "svc", config): the deadline-bound factory
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "client"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+            ):
+                services.add(node.args[1].value)
     models = {svc: boto3.client(svc, region_name="us-east-1").meta for svc in services}
     by_target = {m.service_model.metadata.get("targetPrefix"): svc for svc, m in models.items()}
     found: dict[str, set[str]] = {}
@@ -673,7 +693,8 @@ def test_env_targets_match_the_granted_resources(template, function):
 
 
 def _env(template: dict, function_name: str) -> dict[str, str]:
-    """A function's environment with every !Ref resolved to its parameter's Default (resources: a placeholder)."""
+    """A function's environment with every !Ref resolved to
+    its parameter's Default (resources: a placeholder)."""
     env = {}
     for name, value in template["Resources"][function_name]["Properties"]["Environment"]["Variables"].items():
         if isinstance(value, dict) and "Fn::If" in value:
@@ -703,10 +724,10 @@ def test_every_function_ships_from_the_one_package(template, function, function_
 
 
 def test_package_ships_every_handler_and_its_imports():
-    shipped = package.package_closure()
+    shipped = set(package.shipped_files())
     for spec in FUNCTIONS.values():
-        assert set(package.project_closure(spec["module"])) <= set(shipped)
-    assert not [m for m in shipped if m.startswith("sam.local") or m == "sam.local.poller"]
+        assert set(shipped_sources(spec["module"]).values()) <= shipped, spec["module"]
+    assert all(p.is_relative_to(REPO / "consumers") for p in shipped)
 
 
 def test_batch_function_is_triggered_by_objects_under_the_input_prefix(template):

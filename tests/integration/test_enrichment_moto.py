@@ -1,6 +1,6 @@
-"""Feature enrichment over HTTP against moto server: BatchGetItem with more than 100 keys, UnprocessedKeys injected
-with a fault wrapper, the cache kept across two invocations of a warm container (and its hit-rate metric), a
-missing table, and the Kinesis pipeline with the stage."""
+"""Feature enrichment over HTTP against moto server: BatchGetItem with more than 100 keys, UnprocessedKeys
+injected with a fault wrapper, the cache kept across two invocations of a warm container (and its hit-rate
+metric), a missing table, and the Kinesis pipeline with the stage."""
 
 from __future__ import annotations
 

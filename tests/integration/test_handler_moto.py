@@ -76,6 +76,7 @@ def test_redelivery_is_idempotent(handler, resources):
     handler.lambda_handler(event, LambdaContext())
     second = items_by_id(resources)
     assert len(second) == 60
+
     def strip(items):
         return {k: {a: v for a, v in i.items() if a != "scored_at"} for k, i in items.items()}
 

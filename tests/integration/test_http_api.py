@@ -126,7 +126,8 @@ def test_every_reason_the_handler_gives_is_documented():
     from consumers.core.types import Reason
 
     enum = set(resolve({"$ref": "#/components/schemas/Error"})["properties"]["reason"]["enum"])
-    kinesis_only = {Reason.BAD_AGGREGATE, Reason.BAD_AGGREGATE_CHECKSUM, Reason.OVERSIZED}
+    # stream only: KPL and record size; item_refused (the HTTP API answers 503 when its table refuses a write)
+    kinesis_only = {Reason.BAD_AGGREGATE, Reason.BAD_AGGREGATE_CHECKSUM, Reason.OVERSIZED, Reason.ITEM_REFUSED}
     assert {r.value for r in Reason} - {r.value for r in kinesis_only} <= enum
     # and every reason literal in the handler's error(...) calls
     tree = ast.parse((REPO / "consumers" / "http_handler.py").read_text())
@@ -345,7 +346,8 @@ def test_a_failing_model_is_a_documented_500(api, monkeypatch):
 
 
 def from_schema(schema: dict) -> st.SearchStrategy:
-    """Values of a (documented) JSON schema: the subset the Event and ScoreRequest schemas use. Sizes bounded."""
+    """Values of a (documented) JSON schema: the subset the
+    Event and ScoreRequest schemas use. Sizes bounded."""
     schema = resolve(schema)
     if "oneOf" in schema:
         return st.one_of([from_schema(s) for s in schema["oneOf"]])
@@ -468,8 +470,8 @@ def test_anything_gets_a_documented_answer(api, body, content_type):
 
 @pytest.fixture
 def writing_api(boto_session, tmp_path):
-    """An HTTP runtime with HTTP_WRITE_SCORES=true against moto server's scores table (the handler called with the
-    payload-2.0 event the local server would build)."""
+    """An HTTP runtime with HTTP_WRITE_SCORES=true against moto server's scores table (the handler called with
+    the payload-2.0 event the local server would build)."""
     from consumers import http_handler as http_api
     from consumers.core.config import HTTP_REQUIRED, Settings
     from sam.local.resources import create_scores_table

@@ -1,5 +1,6 @@
-"""S3 batch scoring end to end over HTTP against moto server: the S3 event in, the scored file, `.rejected` and the
-items out; formats, idempotent re-runs, chunk-size independence, multipart output, loops, failures, memory."""
+"""S3 batch scoring end to end over HTTP against moto server: the S3 event in,
+the scored file, `.rejected` and the items out; formats, idempotent re-runs,
+chunk-size independence, multipart output, loops, failures, memory."""
 
 from __future__ import annotations
 
@@ -471,7 +472,8 @@ t = time.perf_counter()
 result = rt.handle(s3_put_event(sys.argv[2], sys.argv[4]), None)
 wall = time.perf_counter() - t
 done.set()
-print(json.dumps({"before": before, "peak": max(peak[0], rss()), "wall_s": wall, "object": result["objects"][0],
+print(json.dumps({"before": before, "peak": max(peak[0], rss()), "wall_s": wall,
+                  "object": result["objects"][0],
                   "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 

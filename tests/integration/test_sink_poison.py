@@ -1,8 +1,8 @@
 """One poison item never fails its neighbours (issue 11, defect 4). A BatchWriteItem refused for an item's own
 content (``ValidationException``) is split until the item is found: that item's records are quarantined with
 their own reason (``item_refused``), the rest of the chunk is written. A table that refuses *every* item is a
-configuration problem, not poison: those records are retried, never dumped into the dead-letter queue. Keys are
-checked up front in UTF-8 bytes (DynamoDB's 2,048-byte key limit), not only in characters.
+configuration problem, not poison: those records are retried, never dumped into the dead-letter queue. Keys
+are checked up front in UTF-8 bytes (DynamoDB's 2,048-byte key limit), not only in characters.
 
 The refusal is injected by a wrapper around the real botocore client talking to moto server (moto accepts keys
 DynamoDB refuses), both writers: the lean writer hands an unusual response to botocore, which isolates.
@@ -81,7 +81,9 @@ def _lean_sink(client: Any) -> LeanDynamoDBSink:
     sink = LeanDynamoDBSink(client._client, "scores", backoff=Backoff(base_s=0.001, cap_s=0.002))
     sink.client = client
     sink._send = lambda pending, deadline: (_ for _ in ()).throw(  # type: ignore[method-assign]
-        __import__("consumers.aws.lean_dynamodb", fromlist=["Unusual"]).Unusual("HTTP 400 ValidationException")
+        __import__("consumers.aws.lean_dynamodb", fromlist=["Unusual"]).Unusual(
+            "HTTP 400 ValidationException"
+        )
     )
     return sink
 

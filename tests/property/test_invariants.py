@@ -93,7 +93,8 @@ def test_every_record_ends_in_exactly_one_state(scorer, batch, unwritable, dlq_d
     for s in seqs_in_batch:
         subs = sorted((sub for seq, sub in everything if seq == s), key=lambda x: -1 if x is None else x)
         assert subs == [None] or subs == list(range(len(subs)))
-    # (c) the response names only sequence numbers of the batch, each once, non-empty, exactly the retried ones
+    # (c) the response names only sequence numbers of the
+    # batch, each once, non-empty, exactly the retried ones
     failures = [f["itemIdentifier"] for f in out.response["batchItemFailures"]]
     assert len(failures) == len(set(failures)) and set(failures) <= set(seqs_in_batch)
     assert set(failures) == {s for s, _ in retried}

@@ -34,7 +34,8 @@ def test_mixed_fixture_classifies_each_bad_record():
     event = load_event("kinesis_mixed.json")
     # WHEN decoded
     result = decode_event(event, max_event_bytes=MAX)
-    # THEN the good ones decode (the aggregate's three good sub-records included) and each bad one has its reason
+    # THEN the good ones decode (the aggregate's three good
+    # sub-records included) and each bad one has its reason
     reasons = {
         (r.position.sequence_number[-4:], r.position.sub_sequence_number): r.reason for r in result.rejected
     }

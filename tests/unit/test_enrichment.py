@@ -1,5 +1,6 @@
-"""FeatureTableEnricher against an in-memory BatchGetItem: batching (<= 100 keys), UnprocessedKeys, the TTL/LRU
-cache and its hit counts, the failure policy (never raises, fields stay missing), and the pipeline stage."""
+"""FeatureTableEnricher against an in-memory BatchGetItem: batching (<= 100
+keys), UnprocessedKeys, the TTL/LRU cache and its hit counts, the failure
+policy (never raises, fields stay missing), and the pipeline stage."""
 
 from __future__ import annotations
 
@@ -331,7 +332,8 @@ def test_pipeline_stage_between_decode_and_vectorize(scorer):
         max_event_bytes=65536,
         enricher=enricher(table),
     )
-    # THEN without it the required field is missing (quarantined); with it every event is scored with the values
+    # THEN without it the required field is missing (quarantined);
+    # with it every event is scored with the values
     assert [r.reason for r in without.quarantined] == ["missing_field"] * 3
     assert len(with_.scored) == 3 and not with_.quarantined
     (matrix,) = recording.matrices

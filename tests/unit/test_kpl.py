@@ -1,4 +1,5 @@
-"""KPL aggregation: round trip, and strictness on malformed aggregates (quarantined whole, never truncated)."""
+"""KPL aggregation: round trip, and strictness on malformed
+aggregates (quarantined whole, never truncated)."""
 
 import hashlib
 
