@@ -21,7 +21,7 @@ import boto3
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-from consumers.aws.clients import backoff_from, build_sink, client_config
+from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_settings
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
@@ -36,7 +36,6 @@ from consumers.bootstrap import (
     metrics,
     tracer,
 )
-from consumers.core.bundle import load_bundle
 from consumers.core.config import Settings
 from consumers.core.features import Vectorizer
 from consumers.core.pipeline import process_batch
@@ -65,8 +64,7 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, session: boto3.session.Session | None = None) -> Runtime:
         session = session or boto3.session.Session()
-        s3 = session.client("s3") if settings.model_uri.startswith("s3://") else None
-        bundle = load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
+        bundle = load_model(settings, session)
         backoff = backoff_from(settings)
         return cls(
             settings=settings,
@@ -74,10 +72,10 @@ class Runtime:
             vectorizer=Vectorizer(bundle.schema),
             sink=build_sink(settings, session, backoff=backoff),
             quarantine=SQSQuarantine(
-                session.client("sqs", config=client_config(4)), settings.dlq_url, backoff=backoff
+                client(session, "sqs", client_config(4)), settings.dlq_url, backoff=backoff
             ),
             enricher=enricher_from_settings(
-                settings, session.client("dynamodb", config=client_config(2)), bundle.schema, backoff=backoff
+                settings, client(session, "dynamodb", client_config(2)), bundle.schema, backoff=backoff
             )
             if settings.feature_table
             else None,

@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
-from consumers.aws.clients import build_sink
+from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
 from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_settings
 from consumers.bootstrap import LazyRuntime, deadline_from, lambda_entry, logger, metrics
 from consumers.core.config import HTTP_REQUIRED, Settings
@@ -50,7 +50,7 @@ from consumers.core.decode import parse_json_event
 from consumers.core.errors import ConfigError, PredictError
 from consumers.core.features import Vectorizer
 from consumers.core.ports import ScoreRows, Sink, hit_rate_percent
-from consumers.core.retry import Backoff, Deadline
+from consumers.core.retry import Deadline
 from consumers.core.scoring import BoosterScorer, Scorer
 from consumers.core.types import Position, Reason
 
@@ -196,33 +196,20 @@ class HttpRuntime:
 
     @classmethod
     def from_settings(cls, settings: Settings, session: Any = None) -> HttpRuntime:
-        import boto3
-        from botocore.config import Config
-
-        from consumers.core.bundle import load_bundle
+        import boto3  # at cold start only: the local server imports this module without AWS
 
         if settings.http_write_scores and not settings.scores_table:
             raise ConfigError("environment variable SCORES_TABLE is required when HTTP_WRITE_SCORES is true")
         session = session or boto3.session.Session()
-        s3 = session.client("s3") if settings.model_uri.startswith("s3://") else None
-        bundle = load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
-        # botocore retries off: the writers retry themselves within the request's deadline; short timeouts,
-        # a caller is waiting.
-        config = Config(
-            retries={"total_max_attempts": 1},
-            connect_timeout=2,
-            read_timeout=5,
-            max_pool_connections=settings.write_threads + 2,
-            tcp_keepalive=True,
-        )
-        backoff = Backoff(base_s=settings.retry_base_ms / 1000, cap_s=settings.retry_cap_ms / 1000)
+        bundle = load_model(settings, session)
+        backoff = backoff_from(settings)
         sink = None
         if settings.http_write_scores:
             sink = build_sink(settings, session, backoff=backoff)
         enricher = None
         if settings.feature_table:
             enricher = enricher_from_settings(
-                settings, session.client("dynamodb", config=config), bundle.schema, backoff=backoff
+                settings, client(session, "dynamodb", client_config(2)), bundle.schema, backoff=backoff
             )
         return cls(
             settings=settings,

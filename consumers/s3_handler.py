@@ -63,11 +63,11 @@ import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from consumers.aws.clients import build_sink, client_config
+from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
+from consumers.aws.deadline import calls_within
 from consumers.aws.feature_table import enricher_from_settings
 from consumers.aws.s3 import PART_BYTES, MultipartWriter, ResumableBody
 from consumers.bootstrap import LazyRuntime, deadline_from, lambda_entry, logger, metrics
-from consumers.core.bundle import load_bundle
 from consumers.core.config import S3_BATCH_REQUIRED, Settings
 from consumers.core.errors import EventShapeError
 from consumers.core.features import Vectorizer
@@ -80,7 +80,7 @@ from consumers.core.fileformats import (
     numbered_lines,
 )
 from consumers.core.filescoring import BatchError, FileOutcome, FileScorer, check_prefixes, output_key_for
-from consumers.core.retry import Backoff, Deadline
+from consumers.core.retry import Deadline
 from consumers.core.scoring import BoosterScorer
 
 log = logging.getLogger(__name__)
@@ -107,16 +107,16 @@ class BatchRuntime:
         session = session or boto3.session.Session()
         # S3 keeps botocore's retries (standard mode): every call here is idempotent and not deadline-bound
         # the way the DynamoDB writes are.
-        s3 = session.client("s3", config=client_config(4, botocore_retries=True))
-        bundle = load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
-        backoff = Backoff(base_s=settings.retry_base_ms / 1000, cap_s=settings.retry_cap_ms / 1000)
+        s3 = client(session, "s3", client_config(4, botocore_retries=True))
+        bundle = load_model(settings, session)
+        backoff = backoff_from(settings)
         # Background I/O of one object: a part upload per output file and one items write, each at most one
         # in flight. The sink has its own pool (its requests), so no task here waits on its own pool.
         executor = ThreadPoolExecutor(3, thread_name_prefix="s3-batch")
         sink = build_sink(settings, session, backoff=backoff) if settings.scores_table else None
         enricher = None
         if settings.feature_table:
-            features_client = session.client("dynamodb", config=client_config(2, botocore_retries=False))
+            features_client = client(session, "dynamodb", client_config(2))
             enricher = enricher_from_settings(settings, features_client, bundle.schema, backoff=backoff)
         files = FileScorer(
             scorer=BoosterScorer.from_bundle(bundle),
@@ -144,6 +144,10 @@ class BatchRuntime:
         if not isinstance(records, list):
             raise EventShapeError("not an S3 event: no 'Records' list")
         deadline = self.deadline(context)
+        with calls_within(deadline):  # every S3 and DynamoDB call of this invocation ends by its deadline
+            return self._handle(records, deadline)
+
+    def _handle(self, records: list[Any], deadline: Deadline) -> dict[str, Any]:
         results = []
         for rec in records:
             try:

@@ -1,5 +1,6 @@
-"""The AWS clients and score writer every entry point builds the same way (Kinesis, S3 batch, HTTP):
-one place for botocore's configuration and the ``SCORES_WRITER`` choice."""
+"""The AWS clients, the model and the score writer every entry point builds the same way (Kinesis, S3 batch,
+HTTP): one place for botocore's configuration, the ``SCORES_WRITER`` choice, and the deadline bound that every
+client carries (``consumers.aws.deadline``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from typing import Any
 
 from botocore.config import Config
 
+from consumers.aws.deadline import bounded, calls_within
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+from consumers.core.bundle import ModelBundle, load_bundle
 from consumers.core.config import Settings
-from consumers.core.retry import Backoff
+from consumers.core.retry import Backoff, Deadline
+
+CONNECT_TIMEOUT_S = 1.0  # a connect to an AWS endpoint takes milliseconds; this bounds a black hole
 
 
 def client_config(pool: int, *, botocore_retries: bool = False) -> Config:
@@ -21,11 +26,24 @@ def client_config(pool: int, *, botocore_retries: bool = False) -> Config:
         retries={"mode": "standard", "total_max_attempts": 5}
         if botocore_retries
         else {"total_max_attempts": 1},
-        connect_timeout=3 if not botocore_retries else 5,
+        connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=60 if botocore_retries else 10,
         max_pool_connections=pool,
         tcp_keepalive=True,
     )
+
+
+def client(session: Any, service: str, config: Config | None = None) -> Any:
+    """A botocore client whose every call ends by the deadline its caller declares (``calls_within``)."""
+    return bounded(session.client(service, config=config or client_config(2)))
+
+
+def load_model(settings: Settings, session: Any) -> ModelBundle:
+    """The verified bundle of ``MODEL_URI``; an s3:// download must finish within ``MODEL_LOAD_BUDGET_S``
+    (Lambda's init phase lasts 10 s), or the cold start fails naming the URI."""
+    s3 = client(session, "s3", client_config(2)) if settings.model_uri.startswith("s3://") else None
+    with calls_within(Deadline(settings.model_load_budget_s)):
+        return load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
 
 
 def backoff_from(settings: Settings) -> Backoff:
@@ -40,8 +58,8 @@ def build_sink(settings: Settings, session: Any, *, backoff: Backoff) -> DynamoD
         if settings.write_threads > 1
         else None
     )
-    client = session.client("dynamodb", config=client_config(settings.write_threads + 2))
+    ddb = client(session, "dynamodb", client_config(settings.write_threads + 2))
     writer = LeanDynamoDBSink if settings.scores_writer == "lean" else DynamoDBSink
     return writer(
-        client, settings.scores_table, backoff=backoff, ttl_days=settings.score_ttl_days, executor=executor
+        ddb, settings.scores_table, backoff=backoff, ttl_days=settings.score_ttl_days, executor=executor
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from consumers.aws.deadline import calls_within
 from consumers.aws.errors import error_code, is_retryable
 from consumers.core.limits import DYNAMODB_BATCH_WRITE_MAX_BYTES, DYNAMODB_BATCH_WRITE_MAX_ITEMS
 from consumers.core.ports import ScoreRows, WriteResult
@@ -144,7 +145,8 @@ class DynamoDBSink:
                 break
             try:
                 self.stats["requests"] += 1
-                resp = self.client.batch_write_item(RequestItems={self.table: pending})
+                with calls_within(deadline):
+                    resp = self.client.batch_write_item(RequestItems={self.table: pending})
             except (ClientError, BotoCoreError) as exc:
                 if not is_retryable(exc):
                     code = error_code(exc)

@@ -45,6 +45,7 @@ from typing import Any, TypeGuard
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from consumers.aws.deadline import calls_within
 from consumers.aws.errors import error_code, is_retryable
 from consumers.core.errors import ConfigError
 from consumers.core.limits import DYNAMODB_PARTITION_KEY_MAX_BYTES
@@ -259,7 +260,8 @@ class FeatureTableEnricher:
         while pending:
             try:
                 stats.requests += 1
-                resp = self.client.batch_get_item(RequestItems=pending)
+                with calls_within(budget):
+                    resp = self.client.batch_get_item(RequestItems=pending)
             except (ClientError, BotoCoreError) as exc:
                 stats.errors += 1
                 if not is_retryable(exc):

@@ -14,7 +14,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
+from consumers.aws import deadline
 from consumers.core.filescoring import BatchError
+from consumers.core.retry import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +116,15 @@ class MultipartWriter:
         self._wait()
         number = len(self.parts) + 1
         if self.executor is None:
-            self.parts.append(self._upload(number, body))
-        else:
-            self._inflight = self.executor.submit(self._upload, number, body)
+            self.parts.append(self._upload(number, body, deadline.current()))
+        else:  # the upload thread keeps the caller's deadline
+            self._inflight = self.executor.submit(self._upload, number, body, deadline.current())
 
-    def _upload(self, number: int, body: bytes | bytearray) -> dict[str, Any]:
-        resp = self.s3.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
-        )
+    def _upload(self, number: int, body: bytes | bytearray, within: Deadline | None) -> dict[str, Any]:
+        with deadline.calls_within(within) if within is not None else contextlib.nullcontext():
+            resp = self.s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+            )
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
     def _wait(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from consumers.aws.deadline import calls_within
 from consumers.aws.errors import is_retryable
 from consumers.core.limits import SQS_MAX_MESSAGE_BYTES, SQS_SEND_BATCH_MAX_BYTES, SQS_SEND_BATCH_MAX_ENTRIES
 from consumers.core.retry import Backoff, Deadline
@@ -160,7 +161,8 @@ class SQSQuarantine:
         attempt = 0
         while not deadline.expired():
             try:
-                resp = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=pending)
+                with calls_within(deadline):
+                    resp = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=pending)
             except (ClientError, BotoCoreError) as exc:
                 if not is_retryable(exc):
                     log.error(

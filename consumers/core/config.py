@@ -30,6 +30,7 @@ class Settings:
     score_ttl_days: int = 30  # 0 = no ttl attribute
     max_event_bytes: int = 64 * 1024  # a scoring event is ~0.6 KB; anything near this is not one
     model_cache_dir: str = "/tmp/model-cache"
+    model_load_budget_s: int = 8  # an s3:// bundle download at cold start (Lambda's init phase: 10 s)
     time_reserve_ms: int = 1500  # kept back from the Lambda timeout to build and return the response
     retry_base_ms: int = 50
     retry_cap_ms: int = 2000
@@ -106,6 +107,7 @@ class Settings:
             score_ttl_days=integer("SCORE_TTL_DAYS", 30, 0, 3650),
             max_event_bytes=integer("MAX_EVENT_BYTES", 64 * 1024, 256, 1024 * 1024),
             model_cache_dir=env.get("MODEL_CACHE_DIR", "").strip() or "/tmp/model-cache",
+            model_load_budget_s=integer("MODEL_LOAD_BUDGET_S", 8, 1, 900),
             time_reserve_ms=integer("TIME_RESERVE_MS", 1500, 0, 60_000),
             retry_base_ms=integer("RETRY_BASE_MS", 50, 1, 10_000),
             retry_cap_ms=integer("RETRY_CAP_MS", 2000, 1, 60_000),
