@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             "MODEL_URI": str(REPO / "model/bundles/default"),
             "MODEL_CACHE_DIR": os.path.join(tmp, "model-cache"),
             "POWERTOOLS_SERVICE_NAME": "event-scoring",
+            "AWS_LAMBDA_FUNCTION_NAME": "scoring",  # the runtime is built at import, in the init phase
             "PYTHONPATH": str(REPO),
         }
         env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -67,7 +68,7 @@ def handler_imports(package: Path) -> list[str]:
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
-            names.append(node.module)
+            names.append(node.module or "")
     return list(dict.fromkeys(names))
 
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from sam.local.events import kinesis_event, kinesis_record, sequence_number
 
     spec = importlib.util.spec_from_file_location("sam_package", REPO / "sam" / "package.py")
+    assert spec is not None and spec.loader is not None, "sam/package.py"
     package_mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(package_mod)
     python = package_mod.find_python312(None)
@@ -103,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     deps = handler_imports(package)
 
-    with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp, MotoServer() as moto:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp_dir, MotoServer() as moto:
+        tmp = Path(tmp_dir)
         no_pyc = tmp / "lambda-no-pyc"
         shutil.copytree(package, no_pyc, ignore=shutil.ignore_patterns("__pycache__"))
 
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         variants = {"with .pyc": (package, []), "without .pyc": (no_pyc, ["-B"])}
-        results: dict[str, list[dict]] = {name: [] for name in variants}
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         print(
             f"{args.runs} runs per variant, {args.records} records, "
             f"tracing {'off' if args.no_tracing else 'on'}, "

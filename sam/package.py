@@ -46,6 +46,7 @@ import time
 import zipfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -450,7 +451,7 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_info(args: argparse.Namespace, requirements: Path) -> dict:
+def build_info(args: argparse.Namespace, requirements: Path) -> dict[str, Any]:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10
