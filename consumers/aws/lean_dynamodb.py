@@ -234,6 +234,11 @@ class LeanDynamoDBSink:
                 if not keep:
                     self.close()
                 return status, resp_headers, data
+            except (
+                ssl.SSLCertVerificationError
+            ) as exc:  # no retry cures trust: botocore answers for the chunk
+                self.close()
+                raise Unusual(f"TLS certificate not verified: {exc.verify_message}") from exc
             except (OSError, http.client.HTTPException, ProtocolError) as exc:
                 self.close()
                 # A keep-alive connection the server closed while the container was frozen: reopen once.
