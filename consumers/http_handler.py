@@ -22,7 +22,9 @@ Responses (always JSON; never an echo of a payload value: details name fields an
 - 503 scores could not be written to the table in time (only with ``HTTP_WRITE_SCORES=true``): retry.
 - 500 the model failed (``PredictError``).
 
-With ``HTTP_WRITE_SCORES=true`` the scores are also written to ``SCORES_TABLE`` (one item per distinct
+With ``HTTP_WRITE_SCORES=true`` the scores are also written to ``SCORES_TABLE``, which the template points at
+a table of its own (``HttpScoresTable``), never the stream's: one key space per way in, so a synchronous score
+never overwrites the stream item of the same ``event_id`` (one item per distinct
 ``event_id``; ``shard_id`` = ``http:<requestId>``, ``sequence_number`` = the index, ``arrived_at`` = the
 request time): scoring is the answer, the table a record of it, so an unwritten item fails the request
 (503) rather than being dropped silently, and a retried request rewrites the same keys.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -480,7 +481,7 @@ CODE_RESOURCES_BY_FUNCTION = {
         "s3:AbortMultipartUpload": {"BatchBucket", "BatchOutputPrefix"},
     },
     "HttpScoringFunction": {
-        "dynamodb:BatchWriteItem": {"ScoresTable"},
+        "dynamodb:BatchWriteItem": {"HttpScoresTable"},  # its own key space, never the stream's table
         "dynamodb:BatchGetItem": {"FeatureTableName"},
         "s3:GetObject": _MODEL,
     },
@@ -836,9 +837,29 @@ def test_http_settings_build_from_the_template(template):
     env = _env(template, "HttpScoringFunction")
     assert "DLQ_URL" not in env and "INPUT_PREFIX" not in env
     settings = Settings.from_env(env, require=HTTP_REQUIRED)
-    assert settings.http_write_scores is False and settings.scores_table
+    assert settings.http_write_scores is False and settings.scores_table == ""  # no table without writes
     assert settings.feature_table == ""  # enrichment off by default
     assert set(template["Parameters"]["HttpWriteScores"]["AllowedValues"]) == {"true", "false"}
+
+
+def test_http_scores_have_a_key_space_apart_from_the_stream(template):
+    # the same event_id scored over HTTP and on the stream must not overwrite one another: separate tables
+    fn = template["Resources"]["HttpScoringFunction"]["Properties"]
+    assert fn["Environment"]["Variables"]["SCORES_TABLE"] == {
+        "Fn::If": ["HttpWritesScores", {"Ref": "HttpScoresTable"}, ""]
+    }
+    table = template["Resources"]["HttpScoresTable"]
+    assert table["Condition"] == "HttpWritesScores" and table["Type"] == "AWS::DynamoDB::Table"
+    assert table["Properties"]["KeySchema"] == template["Resources"]["ScoresTable"]["Properties"]["KeySchema"]
+    # the HTTP role may write its own table only, the stream role the stream's only
+    http_resources = {
+        json.dumps(s.get("Resource"), sort_keys=True)
+        for s in role_statements(template, "HttpFunctionRole")
+        if "dynamodb:BatchWriteItem" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    assert http_resources == {json.dumps({"Fn::GetAtt": ["HttpScoresTable", "Arn"]})}
+    stream = [s for s in role_statements(template) if "dynamodb:BatchWriteItem" in str(s["Action"])]
+    assert stream and all("HttpScoresTable" not in json.dumps(s["Resource"]) for s in stream)
 
 
 def test_feature_table_is_optional_and_read_only(template):
