@@ -80,7 +80,7 @@ audit: $(STAMP)
 	$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --progress-spinner off \
 		-r requirements/lambda.txt -r requirements/dev.txt $(AUDIT_ARGS)
 
-# Soak (not in CI): SOAK_EVENTS through the local pipeline with faults switched on at random (sam/local/soak.py):
+# Soak (not in CI): SOAK_EVENTS through the local pipeline with faults switched on at random (sam/local/soak/):
 # the `make run` accounting, RSS over time with a growth check, retries per fault. 1,000,000 events take ~20-30 min.
 SOAK_EVENTS ?= 1000000
 SOAK_ARGS ?=

@@ -1,9 +1,10 @@
 """One end-to-end run of the local pipeline under a fault, and the checks of its outcome (tests/faults/).
 
-producer (``sam.local.run.Producer``: valid events, malformed payloads with their expected reason, a share
-in KPL aggregates) -> Kinesis -> the local event-source mapping (``consumers.poller``, settings of
-sam/template.yaml) -> the real ``consumers.handler`` -> DynamoDB / the dead-letter queue, all on moto server, with
-``sam.local.faultproxy.FaultProxy`` between every product client (producer, poller, handler) and moto.
+producer (``sam.local.run.producer_driver.Producer``: valid events, malformed payloads with their expected
+reason, a share in KPL aggregates) -> Kinesis -> the local event-source mapping (``sam.local.poller``,
+settings of sam/template.yaml) -> the real ``consumers.handler`` -> DynamoDB / the dead-letter queue, all on
+moto server, with ``sam.local.faults.FaultProxy`` between every product client (producer, poller, handler)
+and moto.
 The harness's own clients (set-up, DLQ drain, read-back) talk to moto directly: a fault never hits the checks.
 
 ``run_pipeline`` switches the fault on (``inject``), publishes while the poller consumes, waits (conditions
@@ -35,17 +36,27 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+import boto3
 import numpy as np
+from botocore.config import Config
 
-from sam.local.faultproxy import FaultProxy, HandlerFaults
-from sam.local.soak import DeliveryLog
+from consumers.core.bundle import load_bundle
+from consumers.core.features import Vectorizer
+from model.synthetic import generate_events
+from sam.local.faults import FaultProxy, HandlerFaults
+from sam.local.poller import EventSourceSettings, Poller, ResourceRef
+from sam.local.resources import create_queue, create_scores_table, create_stream, drain_queue
+from sam.local.run.producer_driver import CHUNK, Producer
+from sam.local.run.tally import Tally, wrap_handler
+from sam.local.soak.delivery import DeliveryLog
 from tests.conftest import REPO
 
 TEMPLATE = REPO / "sam" / "template.yaml"
 BUNDLE = REPO / "model" / "bundles" / "default"
 STREAM, TABLE, DLQ, FAILURES = "events", "scores", "scoring-dlq", "scoring-failures"
 
-# inject(proxy, handler_faults) switches a fault on and returns "when did it clear?" (monotonic, None while on)
+# inject(proxy, handler_faults) switches a fault on and returns a function telling when it cleared
+# (monotonic; None while it is on).
 Inject = Callable[[FaultProxy, HandlerFaults], Callable[[], float | None]]
 
 POLL_S = 0.02  # interval of the deadline-bounded drain loop below
@@ -91,8 +102,6 @@ def no_fault(proxy: FaultProxy, hf: HandlerFaults) -> Callable[[], float | None]
 def _template() -> tuple[dict[str, str], Any]:
     """The function's environment (without the resources the run creates) and the event-source settings, as
     sam/template.yaml declares them (parsed once: ~0.4 s)."""
-    from sam.local.poller import EventSourceSettings, ResourceRef
-
     env = {
         k: v
         for k, v in EventSourceSettings.function_environment(TEMPLATE).items()
@@ -103,15 +112,11 @@ def _template() -> tuple[dict[str, str], Any]:
 
 @lru_cache(maxsize=1)
 def _bundle() -> Any:
-    from consumers.core.bundle import load_bundle
-
     return load_bundle(str(BUNDLE))
 
 
 def expected_scores(events: list[dict[str, Any]]) -> dict[str, float]:
     """event_id -> the float32 score the default bundle's booster gives the event's features."""
-    from consumers.core.features import Vectorizer
-
     bundle = _bundle()
     vec = Vectorizer(bundle.schema)(events)
     if vec.errors:
@@ -121,10 +126,7 @@ def expected_scores(events: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def regenerate(n: int, seed: int) -> list[dict[str, Any]]:
-    """The events ``run.Producer`` generated (same chunks, same seed)."""
-    from model.synthetic import generate_events
-    from sam.local.run import CHUNK
-
+    """The events ``Producer`` generated (same chunks, same seed)."""
     out: list[dict[str, Any]] = []
     for start in range(0, n, CHUNK):
         out.extend(generate_events(_bundle().schema, min(CHUNK, n - start), seed=seed, start_index=start))
@@ -245,13 +247,6 @@ def run_pipeline(
     batching windows); ``clear_at``: the harness switches every fault off once this share of the records has
     an outcome (faults with their own ``seconds``/``count`` may end earlier); ``settings``: event-source
     settings that differ from the template's; ``env``: the function's environment on top of the template's."""
-    import boto3
-    from botocore.config import Config
-
-    from sam.local.poller import Poller
-    from sam.local.resources import create_queue, create_scores_table, create_stream, drain_queue
-    from sam.local.run import Producer, Tally, wrap_handler
-
     moto.reset()
     proxy.clear()
     proxy.plan.reset_stats()
@@ -414,7 +409,9 @@ def scan_items(ddb: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {
         "TableName": TABLE,
-        "ProjectionExpression": "event_id, score, model_version, shard_id, sequence_number, sub_sequence_number",
+        "ProjectionExpression": (
+            "event_id, score, model_version, shard_id, sequence_number, sub_sequence_number"
+        ),
     }
     while True:
         page = ddb.scan(**kwargs)
@@ -513,7 +510,8 @@ def check(
 
 
 # =============================================================================================
-# The scenarios of the fault suite (tests/faults/test_pipeline_faults.py) and its report (tests/faults/report.py)
+# The scenarios of the fault suite (tests/faults/test_pipeline_faults.py) and its report
+# (tests/faults/report.py)
 # =============================================================================================
 # Timeout 3 s and the default TIME_RESERVE_MS 1.5 s: the handler's writes get 1.5 s (less the DLQ's slice),
 # shorter than the outage, so what the sink cannot write goes back in batchItemFailures.
@@ -523,7 +521,8 @@ SHORT_TIMEOUT = {"settings": {"function_timeout_s": 3}}
 @dataclass(frozen=True)
 class Scenario:
     """A fault, how to run the pipeline under it, and what must have happened for the run to count
-    (``expect(outcome)`` returns problems: the fault must have been injected and taken the path it is about)."""
+    (``expect(outcome)`` returns problems: the fault must have been injected and taken the path it is
+    about)."""
 
     name: str
     make: Callable[[], Inject]
@@ -550,8 +549,8 @@ def _need(**minimums: int) -> Callable[[Outcome], list[str]]:
 
 
 BOTH = (None, "botocore")
-# Probabilistic faults stay on for the first ON seconds of a run (publishing 800 records at 1,500/s takes ~0.55 s),
-# so the pipeline has both to ride them out and to drain once they have cleared.
+# Probabilistic faults stay on for the first ON seconds of a run (publishing 800 records at 1,500/s takes
+# ~0.55 s), so the pipeline has both to ride them out and to drain once they have cleared.
 ON = 0.6
 SCENARIOS: list[Scenario] = [
     Scenario("baseline (no fault)", lambda: no_fault, expect=lambda o: []),

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -36,3 +38,7 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._end - time.monotonic()) * 1000))
+
+
+# A Lambda handler as the local poller invokes it: handler(event, context) -> response.
+Handler = Callable[[dict[str, Any], Any], Any]

@@ -7,6 +7,7 @@ boto3 reaches it through the standard ``AWS_ENDPOINT_URL``; ``MotoServer.env()``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
 LOCAL_REGION = "us-east-1"
 LOCAL_ENV = {
@@ -32,17 +32,19 @@ LOCAL_ENV = {
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @dataclass
 class MotoServer:
     port: int = 0
     startup_timeout_s: float = 30.0
-    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     # moto logs every request to stderr: a pipe nobody drains fills up (64 KiB) and blocks the server,
-    # so its output goes to a file that is read only to explain a failed start.
-    _log: tempfile._TemporaryFileWrapper[bytes] | None = field(default=None, init=False, repr=False)
+    # so its output goes to a file that is read only to explain a failed start. The file is unlinked at
+    # once: it goes away with the last descriptor (this one, closed by stop(), and the server's).
+    _log_fd: int | None = field(default=None, init=False, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -54,21 +56,23 @@ class MotoServer:
     def start(self) -> MotoServer:
         if not self.port:
             self.port = free_port()
-        self._log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log")
+        fd, path = tempfile.mkstemp(prefix="moto-server-", suffix=".log")
+        os.unlink(path)
+        self._log_fd = fd
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
-            stderr=self._log,
+            stderr=fd,
             start_new_session=True,
             env={**os.environ, **LOCAL_ENV},
         )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = Path(self._log.name).read_text(errors="replace")
-                raise RuntimeError(
-                    f"moto server exited at start (code {self._proc.returncode}): {err[-2000:]}"
-                )
+                err = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+                code = self._proc.returncode
+                self._close_log()
+                raise RuntimeError(f"moto server exited at start (code {code}): {err[-2000:]}")
             try:
                 urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
                 return self
@@ -92,26 +96,28 @@ class MotoServer:
         req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
         urllib.request.urlopen(req, timeout=10).close()
 
+    def _close_log(self) -> None:
+        fd, self._log_fd = self._log_fd, None
+        if fd is not None:
+            os.close(fd)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            if proc is None or proc.poll() is not None:
+                return
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=5)
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
         finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+            self._close_log()
 
     def __enter__(self) -> MotoServer:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -196,7 +196,7 @@ def wait(url: str, timeout_s: float = 120.0) -> None:
             return  # it answered (404 on a GET): it is up
         except (urllib.error.URLError, ConnectionError, OSError):
             if time.monotonic() > end:
-                raise SystemExit(f"no server at {url} after {timeout_s:.0f} s")
+                raise SystemExit(f"no server at {url} after {timeout_s:.0f} s") from None
             time.sleep(0.2)
 
 

@@ -19,11 +19,14 @@ def create_scores_table(ddb: Any, name: str) -> None:
 
 
 def create_queue(sqs: Any, name: str) -> str:
-    return sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    url: str = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    return url
 
 
 def queue_arn(sqs: Any, url: str) -> str:
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    arn: str = attrs["QueueArn"]
+    return arn
 
 
 def create_stream(kinesis: Any, name: str, shards: int, timeout_s: float = 30.0) -> str:
@@ -32,7 +35,8 @@ def create_stream(kinesis: Any, name: str, shards: int, timeout_s: float = 30.0)
     while True:
         desc = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         if desc["StreamStatus"] == "ACTIVE":
-            return desc["StreamARN"]
+            arn: str = desc["StreamARN"]
+            return arn
         if time.monotonic() > deadline:
             raise TimeoutError(f"stream {name} not ACTIVE after {timeout_s:.0f} s")
         time.sleep(0.1)

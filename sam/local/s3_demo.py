@@ -67,9 +67,9 @@ MALFORMED_CSV = [  # (what, the row's cells relative to a valid row) -> reason t
 def generate_file(
     fmt: str, rows: int, *, seed: int = 7, malformed: int = 0, block: int = 20_000, id_prefix: str = ""
 ) -> Iterator[bytes]:
-    """A CSV (header first) or JSON Lines file of ``rows`` synthetic events, in pieces (any size, flat memory).
-    Events repeat in blocks of ``block`` with fresh ids (generation is the slow part); the first ``malformed``
-    rows after the header are broken in the ways of ``MALFORMED_CSV``, in turn."""
+    """A CSV (header first) or JSON Lines file of ``rows`` synthetic events, in pieces (any size, flat
+    memory). Events repeat in blocks of ``block`` with fresh ids (generation is the slow part); the first
+    ``malformed`` rows after the header are broken in the ways of ``MALFORMED_CSV``, in turn."""
     from consumers.core.schema import FeatureSchema
     from model.synthetic import generate_events
 
@@ -99,7 +99,9 @@ def _typed(ev: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ev.items() if not (k == "event_id" and v == "")}
 
 
-def s3_put_event(bucket: str, key: str, *, size: int = 0, etag: str = "", region: str = "us-east-1") -> dict:
+def s3_put_event(
+    bucket: str, key: str, *, size: int = 0, etag: str = "", region: str = "us-east-1"
+) -> dict[str, Any]:
     """The event S3 sends Lambda for a PutObject (https://docs.aws.amazon.com/lambda/latest/dg/with-s3.html);
     the key is URL-encoded as S3 does it."""
     from urllib.parse import quote_plus
@@ -178,7 +180,7 @@ def seed_feature_table(ddb: Any, name: str, accounts: list[str], key_field: str 
 
 def head(s3: Any, bucket: str, key: str, lines: int) -> list[str]:
     try:
-        body = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-65535")["Body"].read()
+        body: bytes = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-65535")["Body"].read()
     except Exception as exc:  # noqa: BLE001
         return [f"({key}: {type(exc).__name__})"]
     return body.decode("utf-8", "replace").splitlines()[:lines]

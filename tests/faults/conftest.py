@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sam.local.faultproxy import FaultProxy
+from sam.local.faults import FaultProxy
 from tests.pipeline_harness import Outcome, format_table
 
 OUTCOMES: list[Outcome] = []

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.CRITICAL)
 
     from sam.local.emulator import MotoServer
-    from sam.local.faultproxy import FaultProxy
+    from sam.local.faults import FaultProxy
     from sam.local.poller import DropEMF
     from tests.pipeline_harness import SCENARIOS, format_table, run_scenario
 

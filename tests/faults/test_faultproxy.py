@@ -1,4 +1,4 @@
-"""The fault proxy itself (sam/local/faultproxy.py), against moto server with real boto3 clients: each
+"""The fault proxy itself (sam/local/faults/), against moto server with real boto3 clients: each
 injected error parses in botocore as the service's ClientError code; UnprocessedItems and Failed entries
 partition the request (what was forwarded and what was handed back are disjoint and cover it); rewritten
 DynamoDB responses carry a correct x-amz-crc32; outages end on time; the function-fault wrapper and the
@@ -16,9 +16,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError
 
 from consumers.core.retry import Backoff, Deadline
-from sam.local.faultproxy import FAULTS, FaultPlan, HandlerFaults, InjectedCrash, error_response
+from sam.local.faults import FAULTS, FaultPlan, HandlerFaults, InjectedCrash, error_response
 from sam.local.resources import create_queue, create_scores_table, create_stream, drain_queue, scan_all
-from sam.local.soak import DeliveryLog
+from sam.local.soak.delivery import DeliveryLog
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=10)
 
@@ -26,12 +26,12 @@ NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_t
 @pytest.fixture
 def clients(proxy, moto_server):
     moto_server.reset()
-    kw = dict(
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        aws_session_token="testing",
-    )
+    kw = {
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "aws_session_token": "testing",
+    }
     services = ("dynamodb", "sqs", "kinesis")
     via = {s: boto3.client(s, endpoint_url=proxy.endpoint, config=NO_RETRIES, **kw) for s in services}
     direct = {s: boto3.client(s, endpoint_url=moto_server.endpoint, **kw) for s in services}

@@ -1,5 +1,5 @@
 """Producer -> Kinesis -> poller -> handler -> DynamoDB / DLQ on moto server, end to end under each fault the
-fault proxy (sam/local/faultproxy.py) or the handler wrapper injects; tests/pipeline_harness.py runs
+fault proxy (sam/local/faults/) or the handler wrapper injects; tests/pipeline_harness.py runs
 the pipeline and checks, from what the services hold once the fault has cleared:
 
 - produced = scored + quarantined, nothing given up on;
