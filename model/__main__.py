@@ -47,7 +47,7 @@ def _info(args: argparse.Namespace) -> dict[str, Any]:
 
     client = None
     if args.uri.startswith("s3://"):
-        import boto3  # the shell may import boto3; the loader only takes the client (docs/architecture.md, Layout)
+        import boto3  # only for s3:// URIs; the loader takes the client (docs/architecture.md, Layout)
 
         client = boto3.client("s3")
     t0 = time.perf_counter()

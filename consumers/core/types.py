@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 
 # --- wire shapes -------------------------------------------------------------------------------
@@ -41,24 +41,6 @@ class BatchItemFailure(TypedDict):
 
 class BatchResponse(TypedDict):
     batchItemFailures: list[BatchItemFailure]
-
-
-class QuarantineMessage(TypedDict):
-    """Body of a dead-letter message (JSON). ``data`` is the raw record data, base64."""
-
-    reason: str
-    detail: str
-    shard_id: str
-    sequence_number: str
-    sub_sequence_number: int | None
-    partition_key: str
-    approximate_arrival_timestamp: float
-    event_source_arn: str
-    data: str
-    data_bytes: int
-    data_sha256: str
-    data_truncated: bool
-    model_version: NotRequired[str]
 
 
 # --- internal values ---------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_cold_start_fails_naming_an_unreadable_model(resources, tmp_path):
 
 
 def test_sender_fault_is_not_retried_in_the_invocation(handler, resources):
-    # GIVEN SQS refusing the message itself (SenderFault), which no immediate resend can cure
+    # GIVEN SQS refusing every message itself (SenderFault), the minimal stand-in too
     class SenderFaultSQS:
         calls = 0
 
@@ -190,19 +190,51 @@ def test_sender_fault_is_not_retried_in_the_invocation(handler, resources):
     event = event_of([b"{broken"])
     # WHEN the handler runs
     resp = handler.lambda_handler(event, LambdaContext())
-    # THEN one call, and the record goes back to Lambda rather than being lost
-    assert SenderFaultSQS.calls == 1
+    # THEN two calls (the message, then its minimal stand-in), and the record goes back to Lambda, not lost
+    assert SenderFaultSQS.calls == 2
     assert resp == {
         "batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]
     }
 
 
+def test_a_message_refused_for_its_content_is_replaced_by_a_minimal_one(handler, resources):
+    # GIVEN SQS refusing one message of a batch for its content, as it would a character it does not accept
+    real = handler.runtime().quarantine.client
+
+    class OneRefused:
+        def send_message_batch(self, QueueUrl, Entries, **kw):
+            bad = [e for e in Entries if '"sequence_number":"' + target + '"' in e["MessageBody"]
+                   and '"minimal":true' not in e["MessageBody"]]  # fmt: skip
+            good = [e for e in Entries if e not in bad]
+            resp = (
+                real.send_message_batch(QueueUrl=QueueUrl, Entries=good, **kw) if good else {"Successful": []}
+            )
+            resp["Failed"] = [
+                {"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents"} for e in bad
+            ]
+            return resp
+
+    event = event_of([b"{broken-1", b"{broken-2", b"{broken-3"])
+    target = event["Records"][1]["kinesis"]["sequenceNumber"]
+    handler.runtime().quarantine.client = OneRefused()
+    # WHEN the handler runs
+    resp = handler.lambda_handler(event, LambdaContext())
+    # THEN nothing is retried: the neighbours went as they were, the refused one as a minimal message
+    assert resp == {"batchItemFailures": []}
+    bodies = {json.loads(m["Body"])["sequence_number"]: json.loads(m["Body"])
+              for m in drain_queue(resources["sqs"], resources["dlq_url"])}  # fmt: skip
+    assert len(bodies) == 3 and bodies[target]["minimal"] is True
+    assert (
+        bodies[target]["refused_code"] == "InvalidMessageContents" and bodies[target]["reason"] == "bad_json"
+    )
+    assert all("minimal" not in b for s, b in bodies.items() if s != target)
+
+
 def test_an_aggregate_of_many_malformed_sub_records_does_not_flood_the_dlq(handler, resources):
     # GIVEN one KPL aggregate of 12,000 malformed sub-records (each would otherwise be its own message)
-    from consumers.aws.sqs import MAX_SEPARATE_MESSAGES
     from consumers.core import kpl
 
-    n = MAX_SEPARATE_MESSAGES + 2_000
+    n = 12_000
     blob = kpl.aggregate([("k", b"[%d]" % i) for i in range(n)])
     event = event_of(valid_events(2) + [blob])
     # WHEN the handler runs

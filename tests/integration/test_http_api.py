@@ -127,7 +127,12 @@ def test_every_reason_the_handler_gives_is_documented():
 
     enum = set(resolve({"$ref": "#/components/schemas/Error"})["properties"]["reason"]["enum"])
     # stream only: KPL and record size; item_refused (the HTTP API answers 503 when its table refuses a write)
-    kinesis_only = {Reason.BAD_AGGREGATE, Reason.BAD_AGGREGATE_CHECKSUM, Reason.OVERSIZED, Reason.ITEM_REFUSED}
+    kinesis_only = {
+        Reason.BAD_AGGREGATE,
+        Reason.BAD_AGGREGATE_CHECKSUM,
+        Reason.OVERSIZED,
+        Reason.ITEM_REFUSED,
+    }
     assert {r.value for r in Reason} - {r.value for r in kinesis_only} <= enum
     # and every reason literal in the handler's error(...) calls
     tree = ast.parse((REPO / "consumers" / "http_handler.py").read_text())

@@ -1,4 +1,5 @@
-"""The lean BatchWriteItem path (consumers/aws/lean_dynamodb.py): it sends what botocore would (target, body semantics,
+"""The lean BatchWriteItem path (consumers/aws/lean_dynamodb.py): it sends what botocore would (target, body
+semantics,
 byte-identical SigV4 for the same credentials and time), retries what botocore's retry rules retry, resends
 UnprocessedItems, honours the deadline, and hands anything unusual to the botocore client.
 
@@ -259,7 +260,8 @@ def test_lean_request_is_botocores_request(server, frozen, token):
 
 
 def test_signer_matches_sigv4auth_for_other_hosts_and_tokens(frozen):
-    # Default ports are left out of Host, others kept; a token with inner runs of spaces is trimmed as SigV4 says
+    # Default ports are left out of Host, others kept; a token with inner runs of spaces is trimmed as SigV4
+    # says
     creds = Credentials("AKID", "SECRET", "tok  with   spaces").get_frozen_credentials()
     for url in (
         "https://dynamodb.us-east-1.amazonaws.com",
