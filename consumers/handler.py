@@ -22,6 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
+from consumers.aws.dlq_overflow import S3Overflow
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_settings
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
@@ -72,7 +73,16 @@ class Runtime:
             vectorizer=Vectorizer(bundle.schema),
             sink=build_sink(settings, session, backoff=backoff),
             quarantine=SQSQuarantine(
-                client(session, "sqs", client_config(4)), settings.dlq_url, backoff=backoff
+                client(session, "sqs", client_config(4)),
+                settings.dlq_url,
+                backoff=backoff,
+                overflow=S3Overflow(
+                    client(session, "s3", client_config(2)),
+                    settings.dlq_overflow_bucket,
+                    settings.dlq_overflow_prefix,
+                )
+                if settings.dlq_overflow_bucket
+                else None,
             ),
             enricher=enricher_from_settings(
                 settings, client(session, "dynamodb", client_config(2)), bundle.schema, backoff=backoff

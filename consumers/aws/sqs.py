@@ -76,9 +76,10 @@ class SQSQuarantine:
 
     def send(self, rejected: Sequence[Rejected], source_arn: str, deadline: Deadline) -> list[Rejected]:
         unsent: list[Rejected] = []
-        for batch in batches(deadletter.plan(rejected, source_arn, self.overflow)):
-            for m in self._send(batch, deadline):
-                unsent.extend(m.members)
+        with calls_within(deadline):  # the overflow puts made while planning are bounded too
+            for batch in batches(deadletter.plan(rejected, source_arn, self.overflow)):
+                for m in self._send(batch, deadline):
+                    unsent.extend(m.members)
         return unsent
 
     def _send(self, batch: list[Message], deadline: Deadline, *, fallback: bool = True) -> list[Message]:

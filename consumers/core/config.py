@@ -53,6 +53,10 @@ class Settings:
     output_prefix: str = ""
     chunk_rows: int = 5000  # rows per predict; benchmarks/results/s3_chunks.json
     http_write_scores: bool = False
+    # Dead-letter data too large for a message goes to this bucket (consumers/aws/s3.py S3Overflow); empty:
+    # cut
+    dlq_overflow_bucket: str = ""
+    dlq_overflow_prefix: str = "dead-letter/"
 
     @classmethod
     def from_env(
@@ -123,4 +127,6 @@ class Settings:
             output_prefix=required("OUTPUT_PREFIX"),
             chunk_rows=integer("CHUNK_ROWS", 5000, 1, 100_000),
             http_write_scores=boolean("HTTP_WRITE_SCORES", False),
+            dlq_overflow_bucket=env.get("DLQ_OVERFLOW_BUCKET", "").strip(),
+            dlq_overflow_prefix=env.get("DLQ_OVERFLOW_PREFIX", "").strip() or "dead-letter/",
         )

@@ -67,9 +67,10 @@ class Message:
 def safe_text(text: str, cap: int) -> tuple[str, bool]:
     """``text`` as printable ASCII (other characters backslash-escaped), at most ``cap`` characters; and
     whether it had to change."""
-    if text.isascii() and text.isprintable() and len(text) <= cap:
+    head = text[:cap]  # escaping only lengthens: the first cap characters are all that can be kept
+    if len(text) <= cap and head.isascii() and head.isprintable():
         return text, False
-    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = head.encode("ascii", "backslashreplace").decode("ascii")
     escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in escaped)
     return escaped[:cap], True
 

@@ -448,6 +448,7 @@ CODE_RESOURCES = {
     "dynamodb": {"ScoresTable"},
     "sqs": {"QuarantineQueue"},
     "s3": {"ModelBucket", "ModelBucketName", "ModelPrefix"},
+    "s3:PutObject": {"DeadLetterOverflowBucket"},  # dead-letter data too large for a message
 }
 
 _LAMBDA_RUNTIME = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}

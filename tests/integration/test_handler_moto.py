@@ -289,3 +289,39 @@ def test_stream_events_are_enriched_from_the_feature_table(resources, monkeypatc
         assert rt.enricher.last.hits >= 1  # the second batch was served from the cache
     finally:
         handler.RUNTIME.reset()
+
+
+def test_hostile_records_are_quarantined_not_retried_and_big_data_overflows_to_s3(
+    resources, boto_session, monkeypatch
+):
+    # GIVEN the overflow bucket configured, and records the issue reproduced: a KPL sub-record under a
+    # 180,000-character key, a 1 MiB record under a key of 256 control characters, keys with U+FFFF and a
+    # lone surrogate (issue 11, defect 1), all through moto's SQS over HTTP
+    from consumers.core import kpl
+
+    s3 = boto_session.client("s3")
+    s3.create_bucket(Bucket="dlq-overflow")
+    monkeypatch.setenv("DLQ_OVERFLOW_BUCKET", "dlq-overflow")
+    import consumers.handler as handler
+
+    handler.RUNTIME.reset()
+    try:
+        big = b"x" * (1 << 20)
+        event = event_of([kpl.aggregate([("k" * 180_000, b"{broken")]), big, b"{bad", b"{bad2"])
+        event["Records"][1]["kinesis"]["partitionKey"] = "\x01" * 256
+        event["Records"][2]["kinesis"]["partitionKey"] = "a\uffffb"
+        event["Records"][3]["kinesis"]["partitionKey"] = "a\ud800b"
+        # WHEN the batch is handled
+        resp = handler.lambda_handler(event, LambdaContext())
+        # THEN nothing is retried, every record has its message, and the 1 MiB of data is in S3 behind a
+        # pointer
+        assert resp == {"batchItemFailures": []}
+        raw = [m["Body"] for m in drain_queue(resources["sqs"], resources["dlq_url"])]
+        assert len(raw) == 4 and all(len(b.encode()) <= 256 * 1024 and b.isascii() for b in raw)
+        bodies = {json.loads(b)["sequence_number"]: json.loads(b) for b in raw}
+        oversized = bodies[event["Records"][1]["kinesis"]["sequenceNumber"]]
+        pointer = oversized["data_s3"]
+        stored = s3.get_object(Bucket=pointer["s3BucketName"], Key=pointer["s3Key"])["Body"].read()
+        assert stored == big and pointer["size"] == len(big) and oversized["reason"] == "oversized"
+    finally:
+        handler.RUNTIME.reset()
