@@ -1,4 +1,4 @@
-"""End to end through the local event-source mapping (sam/local/poller.py) and moto server, by batch size:
+"""End to end through the local event-source mapping (sam/local/poller/) and moto server, by batch size:
 
     taskset -c 0 .venv/bin/python -m benchmarks.e2e [--sizes 1,10,100,500,1000,5000,10000]
 

@@ -79,7 +79,7 @@ class PollerStats:
             self.lag_ms[shard] = 0
 
     # snapshot()/summary() are JSON reports whose value types differ by key (counters, lists, per-shard
-    # dicts); their callers (sam/local/run.py, soak.py, benchmarks) hand them on as dict[str, Any].
+    # dicts); their callers (sam/local/run/, sam/local/soak/, benchmarks) hand them on as dict[str, Any].
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             out = {k: v for k, v in vars(self).items() if not k.startswith("_")}
