@@ -16,17 +16,14 @@ from __future__ import annotations
 import datetime
 import ssl
 import threading
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials, RefreshableCredentials
+from botocore.credentials import RefreshableCredentials
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,6 +34,7 @@ from consumers.aws.lean_dynamodb import LeanDynamoDBSink
 from consumers.core.ports import ScoreRows
 from consumers.core.retry import Backoff, Deadline
 from consumers.core.types import Position
+from tests.sigv4_server import verifying_handler
 
 SECRETS = {"AKIDOLD": "old-secret", "AKIDNEW": "new-secret"}
 
@@ -90,45 +88,12 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-class _Verifier(BaseHTTPRequestHandler):
-    """Re-signs each request as received with the secret of its access key; answers DynamoDB-shaped."""
-
-    requests: list[tuple[str, bool]] = []  # (access key, signature verified)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        auth = self.headers["Authorization"]
-        access_key = auth.split("Credential=")[1].split("/")[0]
-        req = AWSRequest(
-            method="POST",
-            url=f"https://{self.headers['Host']}{self.path}",
-            data=body,
-            headers={
-                "X-Amz-Target": self.headers["X-Amz-Target"],
-                "Content-Type": self.headers["Content-Type"],
-                "X-Amz-Date": self.headers["X-Amz-Date"],
-            },
-        )
-        req.context["timestamp"] = self.headers["X-Amz-Date"]
-        signer = SigV4Auth(Credentials(access_key, SECRETS.get(access_key, "?")), "dynamodb", "us-east-1")
-        expected = signer.signature(signer.string_to_sign(req, signer.canonical_request(req)), req)
-        ok = auth.endswith(f"Signature={expected}")
-        self.requests.append((access_key, ok))
-        out = b'{"UnprocessedItems":{}}' if ok else b'{"__type":"#InvalidSignatureException","message":"x"}'
-        self.send_response(200 if ok else 400)
-        self.send_header("Content-Type", "application/x-amz-json-1.0")
-        self.send_header("Content-Length", str(len(out)))
-        self.send_header("x-amz-crc32", str(zlib.crc32(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args: object) -> None:
-        pass
+_Verifier = verifying_handler(SECRETS, scheme="https")
 
 
 @pytest.fixture
 def tls_server(pki) -> Iterator[dict]:
-    _Verifier.requests = []
+    _Verifier.received = []
     sni: list[str | None] = []
     handshakes: list[bool] = []
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -184,7 +149,7 @@ def test_a_trusted_server_completes_the_handshake_with_sni_and_gets_the_rows(tls
     assert sink.write(_rows(), Deadline(10)) == set()
     assert tls_server["handshakes"] and all(tls_server["handshakes"])
     assert tls_server["sni"] and set(tls_server["sni"]) == {"localhost"}
-    assert _Verifier.requests and all(ok for _, ok in _Verifier.requests)
+    assert _Verifier.received and all(ok for _, _, ok in _Verifier.received)
 
 
 def test_an_untrusted_certificate_gets_no_request_and_is_not_retried(tls_server, pki, monkeypatch):
@@ -192,7 +157,7 @@ def test_an_untrusted_certificate_gets_no_request_and_is_not_retried(tls_server,
     sink = _sink(f"https://localhost:{tls_server['port']}")
     unwritten = sink.write(_rows(), Deadline(10))
     assert set(unwritten) == {"e0", "e1", "e2"}
-    assert _Verifier.requests == []  # nothing was sent over an unverified connection
+    assert _Verifier.received == []  # nothing was sent over an unverified connection
     # one refused handshake by the lean path, one by botocore's for the same chunk: no retry cures trust
     assert tls_server["handshakes"] and not any(tls_server["handshakes"])
     assert len(tls_server["handshakes"]) <= 2, tls_server["handshakes"]
@@ -203,7 +168,7 @@ def test_a_certificate_for_another_host_name_is_refused(tls_server, pki, monkeyp
     sink = _sink(f"https://127.0.0.1:{tls_server['port']}")  # the certificate names localhost only
     unwritten = sink.write(_rows(), Deadline(10))
     assert set(unwritten) == {"e0", "e1", "e2"}
-    assert _Verifier.requests == []
+    assert _Verifier.received == []
 
 
 def test_refreshed_credentials_sign_the_next_request(tls_server, pki, monkeypatch):
@@ -233,6 +198,6 @@ def test_refreshed_credentials_sign_the_next_request(tls_server, pki, monkeypatc
     now[0] += datetime.timedelta(hours=2)
     assert sink.write(_rows(), Deadline(10)) == set()
     # THEN the refresh ran on the sink's own code path and the second request was signed with the new key
-    keys = [k for k, _ in _Verifier.requests]
+    keys = [k for _, k, _ in _Verifier.received]
     assert refreshes and keys[0] == "AKIDOLD" and keys[-1] == "AKIDNEW", keys
-    assert all(ok for _, ok in _Verifier.requests)
+    assert all(ok for _, _, ok in _Verifier.received)

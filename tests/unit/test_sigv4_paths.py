@@ -10,22 +10,19 @@ signs them again with botocore's ``SigV4Auth`` and the shared secret, and answer
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import boto3
 import numpy as np
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
 from consumers.aws.sigv4 import canonical_uri, remove_dot_segments, request_path
 from consumers.core.ports import ScoreRows
 from consumers.core.retry import Backoff, Deadline
 from consumers.core.types import Position
+from tests.sigv4_server import verifying_handler
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 PATHS = ["", "/", "/a%20b", "/x/../y", "/a b", "//p//q/", "/%7e/%7E", "/a%2Fb/", "/ü/100%", "/./.."]
@@ -46,46 +43,7 @@ def test_dot_segments_and_double_slashes_are_removed_like_botocore():
         assert remove_dot_segments(path) == (botocore_remove(path) or "/"), path
 
 
-class _Verifier(BaseHTTPRequestHandler):
-    received: list[tuple[str, bool]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        host = self.headers["Host"]
-        req = AWSRequest(
-            method="POST",
-            url=f"http://{host}{self.path}",
-            data=body,
-            headers={
-                "X-Amz-Target": self.headers["X-Amz-Target"],
-                "Content-Type": self.headers["Content-Type"],
-                "X-Amz-Date": self.headers["X-Amz-Date"],
-            },
-        )
-        if self.headers.get("X-Amz-Security-Token"):
-            req.headers["X-Amz-Security-Token"] = self.headers["X-Amz-Security-Token"]
-        req.context["timestamp"] = self.headers["X-Amz-Date"]
-        creds = Credentials("AKIDEXAMPLE", SECRET, self.headers.get("X-Amz-Security-Token"))
-        signer = SigV4Auth(creds, "dynamodb", "us-east-1")
-        string_to_sign = signer.string_to_sign(req, signer.canonical_request(req))
-        expected = signer.signature(string_to_sign, req)
-        ok = self.headers["Authorization"].endswith(f"Signature={expected}")
-        self.received.append((self.path, ok))
-        if ok:
-            out = b'{"UnprocessedItems":{}}'
-            status = 200
-        else:
-            out = b'{"__type":"com.amazon.coral.service#InvalidSignatureException","message":"mismatch"}'
-            status = 400
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.0")
-        self.send_header("Content-Length", str(len(out)))
-        self.send_header("x-amz-crc32", str(zlib.crc32(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args: object) -> None:
-        pass
+_Verifier = verifying_handler({"AKIDEXAMPLE": SECRET})
 
 
 @pytest.fixture
@@ -121,6 +79,6 @@ def test_a_verifier_that_signs_what_it_receives_accepts_the_lean_writers_signatu
     # WHEN rows are written
     unwritten = sink.write(_rows(3), Deadline(10))
     # THEN the request line carried the encoded path and its signature verified
-    assert _Verifier.received and all(ok for _, ok in _Verifier.received), _Verifier.received
-    assert {p for p, _ in _Verifier.received} == {request_path(path)}
+    assert _Verifier.received and all(ok for _, _, ok in _Verifier.received), _Verifier.received
+    assert {p for p, _, _ in _Verifier.received} == {request_path(path)}
     assert unwritten == set()
