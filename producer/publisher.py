@@ -32,8 +32,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from botocore.exceptions import (
@@ -47,274 +46,42 @@ from botocore.exceptions import (
 )
 
 from consumers.aws.errors import is_retryable_code
-from consumers.core import kpl
-from consumers.core.errors import ScoringError
 from consumers.core.limits import (
     KINESIS_MAX_RECORD_BYTES,
-    KINESIS_PARTITION_KEY_MAX_CHARS,
     KINESIS_PUT_RECORDS_MAX_BYTES,
     KINESIS_PUT_RECORDS_MAX_ENTRIES,
-    KPL_DIGEST_BYTES,
-    KPL_MAGIC,
 )
 from consumers.core.retry import Backoff, Deadline
+from producer.aggregation import DEFAULT_AGGREGATE_MAX_BYTES, DEFAULT_AGGREGATE_MAX_RECORDS, Aggregator
 from producer.ratelimit import TokenBucket
+from producer.records import (
+    REJECT_OVERSIZED,
+    REJECT_PARTITION_KEY,
+    REJECT_UNSERIALIZABLE,
+    Entry,
+    PublishError,
+    PublishReport,
+    SentRecord,
+    Tally,
+    UnsentRecord,
+    local_check,
+)
 
-# KPL's own default AggregationMaxSize (51,200 bytes): aggregates stay small enough that one bad
-# aggregate quarantines few events, and a Lambda batch of them stays under the 6 MB invoke payload.
-DEFAULT_AGGREGATE_MAX_BYTES = 51_200
-DEFAULT_AGGREGATE_MAX_RECORDS = 1_000
+# Names that lived here before the split into records.py and aggregation.py stay importable from here.
+_Aggregator = Aggregator
 
-# Local rejection codes (records AWS would refuse; never sent).
-REJECT_OVERSIZED = "oversized"  # data + partition key > KINESIS_MAX_RECORD_BYTES
-REJECT_PARTITION_KEY = "bad_partition_key"  # not 1..256 characters
-REJECT_UNSERIALIZABLE = "unserializable"  # an event dict orjson cannot serialize
-
-# --- values -------------------------------------------------------------------------------------
-
-
-class PublishError(ScoringError):
-    """A PutRecords failure that retrying cannot cure (missing stream, access denied, bad request,
-    no credentials). ``report`` holds what was sent before it, so nothing is unaccounted for."""
-
-    def __init__(self, message: str, *, stream: str, code: str = "", report: PublishReport | None = None):
-        super().__init__(message)
-        self.stream = stream
-        self.code = code
-        self.report = report
-
-
-class SentRecord(NamedTuple):
-    """Where one user record landed. Sub-records of an aggregate share the parent's sequence number
-    and are told apart by ``sub_index`` (their position in the aggregate, as the consumer numbers them)."""
-
-    key: Any  # event_id for event dicts that have one, else the record's index in the input
-    shard_id: str
-    sequence_number: str
-    sub_index: int | None = None
-
-
-class UnsentRecord(NamedTuple):
-    """A user record that was not written: rejected locally, or still failing at the deadline."""
-
-    key: Any
-    code: str  # a local rejection code, or the last AWS error code
-
-
-@dataclass(frozen=True)
-class PublishReport:
-    """Outcome of one ``publish`` call. ``records_sent + failed + rejected_local`` = user records given."""
-
-    stream: str
-    records_sent: int  # user records accepted by Kinesis
-    kinesis_records: int  # Kinesis records accepted (an aggregate counts once)
-    requests: int  # PutRecords calls made, failed calls included
-    retried_entries: int  # Kinesis entries resent after a failed entry or a retryable request error
-    failed: int  # user records still unsent at the deadline
-    failed_codes: dict[str, int]  # last AWS error code -> user records
-    rejected_local: int  # user records refused before sending (AWS would refuse them)
-    rejected_codes: dict[str, int]
-    seconds: float
-    shard_ranges: dict[str, tuple[str, str]]  # shard id -> (first, last) sequence number written
-    results: tuple[SentRecord, ...] | None = None  # with keep_results=True
-    unsent: tuple[UnsentRecord, ...] | None = None  # with keep_results=True
-
-    @property
-    def ok(self) -> bool:
-        """Every user record was written."""
-        return self.failed == 0 and self.rejected_local == 0
-
-    @property
-    def records_per_second(self) -> float:
-        return self.records_sent / self.seconds if self.seconds > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as a JSON-ready dict (without the per-record lists)."""
-        return {
-            "stream": self.stream,
-            "ok": self.ok,
-            "records_sent": self.records_sent,
-            "kinesis_records": self.kinesis_records,
-            "requests": self.requests,
-            "retried_entries": self.retried_entries,
-            "failed": self.failed,
-            "failed_codes": dict(self.failed_codes),
-            "rejected_local": self.rejected_local,
-            "rejected_codes": dict(self.rejected_codes),
-            "seconds": round(self.seconds, 3),
-            "records_per_second": round(self.records_per_second, 1),
-            "shard_ranges": {k: list(v) for k, v in sorted(self.shard_ranges.items())},
-        }
-
-
-# --- internals ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Entry:
-    """One PutRecords entry and the user records it carries (several when it is an aggregate)."""
-
-    partition_key: str
-    data: bytes
-    keys: list[Any]
-    aggregated: bool = False
-    size: int = 0  # data + partition key bytes, as AWS counts them
-
-    def __post_init__(self) -> None:
-        self.size = len(self.data) + len(self.partition_key.encode("utf-8"))
-
-
-def _varint_len(n: int) -> int:
-    length = 1
-    while n >= 0x80:
-        n >>= 7
-        length += 1
-    return length
-
-
-class _Aggregator:
-    """Packs user records into one KPL aggregate up to a byte budget (blob + partition key, as AWS
-    counts it) and a record cap. Sizes are tracked incrementally; ``kpl.aggregate`` builds the blob."""
-
-    _FIXED = len(KPL_MAGIC) + KPL_DIGEST_BYTES
-
-    def __init__(self, max_bytes: int, max_records: int) -> None:
-        self.max_bytes = max_bytes
-        self.max_records = max_records
-        self._reset()
-
-    def _reset(self) -> None:
-        self.records: list[tuple[str, bytes]] = []
-        self.keys: list[Any] = []
-        self._table: dict[str, int] = {}
-        self._body = 0
-        self._first_key_bytes = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _cost(self, pk: str, data: bytes) -> tuple[int, int]:
-        """(body bytes added, partition-key bytes) if (pk, data) joined the aggregate."""
-        pk_len = len(pk.encode("utf-8"))
-        index = self._table.get(pk)
-        add = 0
-        if index is None:
-            index = len(self._table)
-            add += 1 + _varint_len(pk_len) + pk_len  # partition_key_table entry (field 1, wire type 2)
-        inner = 1 + _varint_len(index) + 1 + _varint_len(len(data)) + len(data)  # Record: fields 1 and 3
-        add += 1 + _varint_len(inner) + inner  # records entry (field 3, wire type 2)
-        return add, pk_len
-
-    def size(self) -> int:
-        """Bytes of the current aggregate as a Kinesis record (blob + partition key)."""
-        return self._FIXED + self._body + self._first_key_bytes if self.records else 0
-
-    def add(self, key: Any, pk: str, data: bytes) -> list[_Entry]:
-        """Add a user record; returns the entries it finished (none, one or two): the previous aggregate
-        when this record does not fit in it, and this record alone, unaggregated, when it does not fit in
-        any aggregate (as the KPL does with records above its aggregation size)."""
-        done: list[_Entry] = []
-        add, pk_len = self._cost(pk, data)
-        if self.records and (
-            self._FIXED + self._body + add + self._first_key_bytes > self.max_bytes
-            or len(self.records) >= self.max_records
-        ):
-            done.append(self._take())
-            add, pk_len = self._cost(pk, data)  # the key table starts afresh
-        if not self.records and self._FIXED + add + pk_len > self.max_bytes:
-            done.append(_Entry(pk, data, [key]))
-            return done
-        self._append(key, pk, data, add, pk_len)
-        return done
-
-    def _append(self, key: Any, pk: str, data: bytes, add: int, pk_len: int) -> None:
-        if not self.records:
-            self._first_key_bytes = pk_len
-        self._table.setdefault(pk, len(self._table))
-        self._body += add
-        self.records.append((pk, data))
-        self.keys.append(key)
-
-    def take(self) -> _Entry | None:
-        """The current aggregate as an entry (None when empty), and start afresh."""
-        return self._take() if self.records else None
-
-    def _take(self) -> _Entry:
-        # An aggregate's partition key is its first record's: it decides the shard of all of them.
-        entry = _Entry(self.records[0][0], kpl.aggregate(self.records), self.keys, aggregated=True)
-        self._reset()
-        return entry
-
-
-class _Run:
-    """Counters of one ``publish`` call."""
-
-    def __init__(self, stream: str, keep: bool, progress: Callable[[int], Any] | None) -> None:
-        self.stream = stream
-        self.keep = keep
-        self.progress = progress
-        self.sent = 0
-        self.kinesis = 0
-        self.requests = 0
-        self.retried = 0
-        self.failed = 0
-        self.failed_codes: dict[str, int] = {}
-        self.rejected = 0
-        self.rejected_codes: dict[str, int] = {}
-        self.ranges: dict[str, list[Any]] = {}  # shard -> [first_int, first_str, last_int, last_str]
-        self.results: list[SentRecord] = []
-        self.unsent: list[UnsentRecord] = []
-        self.start = time.perf_counter()
-
-    def written(self, entry: _Entry, shard: str, seq: str) -> None:
-        n = len(entry.keys)
-        self.sent += n
-        self.kinesis += 1
-        seq_int = int(seq)  # sequence numbers are decimal strings of up to 128 digits: compare as ints
-        r = self.ranges.get(shard)
-        if r is None:
-            self.ranges[shard] = [seq_int, seq, seq_int, seq]
-        elif seq_int < r[0]:
-            r[0], r[1] = seq_int, seq
-        elif seq_int > r[2]:
-            r[2], r[3] = seq_int, seq
-        if self.keep:
-            if entry.aggregated:
-                self.results.extend(SentRecord(k, shard, seq, i) for i, k in enumerate(entry.keys))
-            else:
-                self.results.append(SentRecord(entry.keys[0], shard, seq))
-
-    def gave_up(self, entry: _Entry, code: str) -> None:
-        n = len(entry.keys)
-        self.failed += n
-        self.failed_codes[code] = self.failed_codes.get(code, 0) + n
-        if self.keep:
-            self.unsent.extend(UnsentRecord(k, code) for k in entry.keys)
-
-    def reject(self, key: Any, code: str) -> None:
-        self.rejected += 1
-        self.rejected_codes[code] = self.rejected_codes.get(code, 0) + 1
-        if self.keep:
-            self.unsent.append(UnsentRecord(key, code))
-        if self.progress is not None:
-            self.progress(1)
-
-    def report(self) -> PublishReport:
-        return PublishReport(
-            stream=self.stream,
-            records_sent=self.sent,
-            kinesis_records=self.kinesis,
-            requests=self.requests,
-            retried_entries=self.retried,
-            failed=self.failed,
-            failed_codes=dict(self.failed_codes),
-            rejected_local=self.rejected,
-            rejected_codes=dict(self.rejected_codes),
-            seconds=time.perf_counter() - self.start,
-            shard_ranges={s: (r[1], r[3]) for s, r in self.ranges.items()},
-            results=tuple(self.results) if self.keep else None,
-            unsent=tuple(self.unsent) if self.keep else None,
-        )
+__all__ = [
+    "DEFAULT_AGGREGATE_MAX_BYTES",
+    "DEFAULT_AGGREGATE_MAX_RECORDS",
+    "REJECT_OVERSIZED",
+    "REJECT_PARTITION_KEY",
+    "REJECT_UNSERIALIZABLE",
+    "PublishError",
+    "PublishReport",
+    "Publisher",
+    "SentRecord",
+    "UnsentRecord",
+]
 
 
 # --- the publisher ------------------------------------------------------------------------------
@@ -424,28 +191,19 @@ class Publisher:
                     f"event {i}: expected a dict, bytes or (partition_key, bytes), got {type(ev).__name__}"
                 )
 
-    @staticmethod
-    def _local_check(pk: Any, data: bytes) -> str | None:
-        """Why AWS would refuse this record, or None. moto would accept some of these."""
-        if type(pk) is not str or not 1 <= len(pk) <= KINESIS_PARTITION_KEY_MAX_CHARS:
-            return REJECT_PARTITION_KEY
-        if len(data) + len(pk.encode("utf-8")) > KINESIS_MAX_RECORD_BYTES:
-            return REJECT_OVERSIZED
-        return None
-
     # -- the loop ------------------------------------------------------------------------------
     def _run(self, items: Iterable[tuple[Any, Any, bytes | None]]) -> PublishReport:
-        run = _Run(self.stream_name, self.keep_results, self.progress)
-        batch: list[_Entry] = []
+        run = Tally(self.stream_name, self.keep_results, self.progress)
+        batch: list[Entry] = []
         batch_bytes = 0
-        agg = _Aggregator(self.aggregate_max_bytes, self.aggregate_max_records) if self.aggregate else None
+        agg = Aggregator(self.aggregate_max_bytes, self.aggregate_max_records) if self.aggregate else None
         bucket, clock, max_buffer_s = self.bucket, self._clock, self.max_buffer_s
         buffered_since: float | None = None
-        check = self._local_check
+        check = local_check
 
         # A full batch is detached before it is sent, so that when a PublishError interrupts the run,
         # ``batch`` and ``agg`` hold exactly the records that were neither sent nor settled by _send.
-        def add(entry: _Entry) -> None:
+        def add(entry: Entry) -> None:
             nonlocal batch, batch_bytes
             if batch and (
                 len(batch) >= KINESIS_PUT_RECORDS_MAX_ENTRIES
@@ -491,7 +249,7 @@ class Publisher:
                 if buffered_since is None:
                     buffered_since = clock()
                 if agg is None:
-                    add(_Entry(pk, data, [key]))
+                    add(Entry(pk, data, [key]))
                 else:
                     for done in agg.add(key, pk, data):
                         add(done)
@@ -508,17 +266,17 @@ class Publisher:
 
     # -- one request, and its retries ------------------------------------------------------------
     @staticmethod
-    def _give_up(run: _Run, entries: list[_Entry], code: str) -> None:
+    def _give_up(run: Tally, entries: list[Entry], code: str) -> None:
         for e in entries:
             run.gave_up(e, code)
 
-    def _send(self, run: _Run, entries: list[_Entry]) -> None:
+    def _send(self, run: Tally, entries: list[Entry]) -> None:
         """PutRecords until every entry is written or the deadline passes; resend only failed entries."""
         deadline = Deadline(self.deadline_s, clock=self._clock)
         pending = entries
         attempt = 0
         while True:
-            failed: list[tuple[_Entry, str]] = []
+            failed: list[tuple[Entry, str]] = []
             try:
                 run.requests += 1
                 resp = self.client.put_records(

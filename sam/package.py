@@ -30,367 +30,109 @@ total, and fails above Lambda's 250 MB unzipped limit
 
 pip keeps downloaded wheels in its own cache (``~/.cache/pip`` by default), so a re-run is fast. The build is
 staged in ``<out>.tmp`` and renamed into place only when it succeeded. See docs/deploy.md.
+
+The steps live in ``sam/packager/`` (``wheels``, ``trim``, ``project``, ``sizes``; ``common`` for what they
+share); this script runs them in order (``build``) and re-exports their names.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
 import time
-import zipfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# Run by path (`python sam/package.py`): the repository root must be importable before any project module.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consumers.core.limits import LAMBDA_UNZIPPED_PACKAGE_BYTES  # noqa: E402
+from consumers.core.limits import LAMBDA_UNZIPPED_PACKAGE_BYTES
+from sam.packager.common import (
+    DEFAULT_BUNDLE,
+    DROP_DIRS,
+    DROP_DIST_INFO_FILES,
+    DROP_SUFFIXES,
+    ELF_MACHINE,
+    FORBIDDEN_DISTS,
+    HANDLER_MODULE,
+    PLATFORMS,
+    PYTHON_VERSION,
+    REPO,
+    SHIPPED_PACKAGE,
+    TEMPLATE,
+    BuildError,
+    log,
+)
+from sam.packager.project import (
+    check_handlers,
+    compile_pyc,
+    copy_project,
+    fix_permissions,
+    handler_modules,
+    shipped_files,
+)
+from sam.packager.sizes import mib, size_table, tree_size, write_zip
+from sam.packager.trim import elf_machine, prune, strip_libraries
+from sam.packager.wheels import (
+    canonical,
+    check_dists,
+    find_python312,
+    installed_dists,
+    pinned_requirements,
+    pip_install,
+)
 
-PYTHON_VERSION = "3.12"
-HANDLER_MODULE = "consumers.handler"
-TEMPLATE = REPO / "sam" / "template.yaml"  # its functions' Handler: entries are the walk's starting points
-SHIPPED_PACKAGE = "consumers"  # the Lambda code: everything under it ships, no other code does
-DEFAULT_BUNDLE = Path("model/bundles/default")  # data: the default model, the template's default ModelUri
 REQUIREMENTS = REPO / "requirements" / "lambda.txt"
 DEFAULT_OUT = REPO / "build" / "lambda"  # the CodeUri of sam/template.yaml
-
-# Amazon Linux 2023 has glibc 2.34: manylinux_2_28 is the newest tag the wheels we use are built for.
-PLATFORMS = {
-    "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
-    "arm64": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
-}
-ELF_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}
 ARCH_ALIASES = {"amd64": "x86_64", "aarch64": "arm64"}
 
-# Never ship these: `xgboost` is the GPU build (~200 MB of NCCL); it must not come back through a dependency.
-FORBIDDEN_DISTS = {"xgboost", "nvidia-nccl-cu12", "nvidia-nccl-cu13"}
-# Removed from dependencies: not needed at run time.
-DROP_DIRS = {"tests", "__pycache__"}
-DROP_SUFFIXES = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".cpp", ".h", ".hpp")
-DROP_DIST_INFO_FILES = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
-
-
-def log(msg: str) -> None:
-    print(f"[package] {msg}", flush=True)
-
-
-class BuildError(Exception):
-    pass
-
-
-# ---------------------------------------------------------------- project code: the shipped directory
-
-
-def shipped_files(root: Path = REPO) -> list[Path]:
-    """Every file under ``consumers/`` (the directory decides what ships), caches and dotfiles left out."""
-    base = root / SHIPPED_PACKAGE
-    return sorted(
-        p
-        for p in base.rglob("*")
-        if p.is_file()
-        and "__pycache__" not in p.parts
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-
-
-def handler_modules(template: Path = TEMPLATE) -> list[str]:
-    """The module of every ``Handler: module.function`` in the template (the Kinesis handler when none)."""
-    try:
-        text = template.read_text()
-    except OSError:
-        return [HANDLER_MODULE]
-    found = re.findall(r"^\s+Handler:\s*([A-Za-z_][A-Za-z0-9_.]*)\.[A-Za-z_][A-Za-z0-9_]*\s*$", text, re.M)
-    return sorted(set(found)) or [HANDLER_MODULE]
-
-
-def check_handlers(entries: list[str], root: Path = REPO) -> None:
-    """Every handler the template names must be a module of the shipped package."""
-    for entry in entries:
-        if entry.split(".")[0] != SHIPPED_PACKAGE:
-            raise BuildError(
-                f"the template's handler {entry} is not under {SHIPPED_PACKAGE}/: it would not ship"
-            )
-        base = root.joinpath(*entry.split("."))
-        if not base.with_suffix(".py").is_file() and not (base / "__init__.py").is_file():
-            raise BuildError(f"the template's handler {entry} has no module under {root}")
-
-
-# ---------------------------------------------------------------- steps
-
-
-def find_python312(explicit: str | None) -> str:
-    """An interpreter whose bytecode matches the runtime's (the .pyc magic number is per minor version)."""
-    candidates = [explicit] if explicit else []
-    if sys.version_info[:2] == (3, 12):
-        candidates.append(sys.executable)
-    candidates.append(shutil.which("python3.12") or "")
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))
-    for c in filter(None, candidates):
-        try:
-            out = subprocess.run(
-                [c, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-        except OSError:
-            continue
-        if out.stdout.strip() == "True":
-            return c
-    raise BuildError(
-        "no python3.12 interpreter found (needed to compile .pyc for the python3.12 runtime); "
-        "pass --python PATH or --no-compile"
-    )
-
-
-def pinned_requirements(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
-        if m:
-            pins[canonical(m.group(1))] = m.group(2)
-    return pins
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def pip_install(target: Path, arch: str, requirements: Path, logfile: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--target",
-        str(target),
-        "--requirement",
-        str(requirements),
-        "--only-binary=:all:",
-        "--python-version",
-        PYTHON_VERSION,
-        "--implementation",
-        "cp",
-        "--no-compile",
-        "--disable-pip-version-check",
-        "--no-warn-script-location",
-        "--progress-bar",
-        "off",
-    ]
-    for tag in PLATFORMS[arch]:
-        cmd += ["--platform", tag]
-    shown = requirements.relative_to(REPO) if requirements.is_relative_to(REPO) else requirements
-    log(f"pip install -r {shown} for cp312 {PLATFORMS[arch][0]} (log: {logfile})")
-    t0 = time.perf_counter()
-    with logfile.open("w") as out:
-        out.write(" ".join(cmd) + "\n")
-        out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    if proc.returncode != 0:
-        tail = logfile.read_text().splitlines()[-25:]
-        raise BuildError("pip install failed:\n  " + "\n  ".join(tail))
-    log(f"  dependencies installed in {time.perf_counter() - t0:.1f} s")
-
-
-def installed_dists(target: Path) -> dict[str, str]:
-    dists = {}
-    for d in target.glob("*.dist-info"):
-        meta = (d / "METADATA").read_text(errors="replace")
-        name = re.search(r"^Name: (.+)$", meta, re.M)
-        version = re.search(r"^Version: (.+)$", meta, re.M)
-        if name and version:
-            dists[canonical(name.group(1).strip())] = version.group(1).strip()
-    return dists
-
-
-def check_dists(target: Path, pins: dict[str, str]) -> None:
-    dists = installed_dists(target)
-    forbidden = sorted(FORBIDDEN_DISTS & dists.keys())
-    if forbidden:
-        raise BuildError(
-            f"forbidden distributions installed: {forbidden} (the GPU build of xgboost; use xgboost-cpu)"
-        )
-    unpinned = sorted(set(dists) - set(pins))
-    if unpinned:
-        # Not fatal, but the package is then not reproducible: pin them in requirements/lambda.txt.
-        log(
-            "  WARNING: installed but not pinned in requirements/lambda.txt: "
-            + ", ".join(f"{d}=={dists[d]}" for d in unpinned)
-        )
-    log(f"  {len(dists)} distributions: " + ", ".join(f"{d}=={v}" for d, v in sorted(dists.items())))
-
-
-def prune(target: Path) -> int:
-    """Delete what the function never loads. Returns bytes removed."""
-    removed = 0
-
-    def rm(path: Path) -> None:
-        nonlocal removed
-        if path.is_dir() and not path.is_symlink():
-            removed += tree_size(path)
-            shutil.rmtree(path)
-        else:
-            removed += path.lstat().st_size
-            path.unlink()
-
-    if (target / "bin").exists():
-        rm(target / "bin")
-    for dirpath, dirnames, filenames in os.walk(target, topdown=True):
-        here = Path(dirpath)
-        for d in list(dirnames):
-            if d in DROP_DIRS:
-                rm(here / d)
-                dirnames.remove(d)
-        in_dist_info = here.name.endswith(".dist-info")
-        for f in filenames:
-            if f.endswith(DROP_SUFFIXES) or (in_dist_info and f in DROP_DIST_INFO_FILES):
-                rm(here / f)
-    for dirpath, _dirnames, _filenames in os.walk(target, topdown=False):  # left empty (e.g. *-stubs)
-        if dirpath != str(target) and not os.listdir(dirpath):
-            os.rmdir(dirpath)
-    return removed
-
-
-def elf_machine(path: Path) -> str | None:
-    with path.open("rb") as fh:
-        head = fh.read(20)
-    if head[:4] != b"\x7fELF":
-        return None
-    machine = int.from_bytes(head[18:20], "little")
-    return {62: "x86_64", 183: "aarch64"}.get(machine, str(machine))
-
-
-def strip_libraries(target: Path, arch: str) -> int:
-    """``strip --strip-debug`` every shared library: drops DWARF sections only (symbol tables stay, so
-    patchelf-rewritten libraries keep working). Needs a strip that reads the target's ELF: the host's own
-    when the architectures match, else ``<machine>-linux-gnu-strip`` (Debian: binutils-aarch64-linux-gnu)."""
-    machine = ELF_MACHINE[arch]
-    candidates = [f"{machine}-linux-gnu-strip"] + (["strip"] if platform.machine() == machine else [])
-    strip = next(filter(None, map(shutil.which, candidates)), None)
-    if not strip:
-        log(
-            f"  no strip for {machine} on this {platform.machine()} host ({' or '.join(candidates)}): "
-            "shared libraries left as they are"
-        )
-        return 0
-    saved = 0
-    for path in sorted(target.rglob("*.so*")):
-        if not path.is_file() or path.is_symlink() or elf_machine(path) != machine:
-            continue
-        before = path.stat().st_size
-        proc = subprocess.run([strip, "--strip-debug", str(path)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            log(f"  strip failed on {path.relative_to(target)} (kept as is): {proc.stderr.strip()[:200]}")
-            continue
-        saved += before - path.stat().st_size
-    return saved
-
-
-def copy_project(target: Path, bundle: Path | None) -> list[str]:
-    """``consumers/`` whole (the Lambda code, every entry point) and the model bundle (data) as
-    ``model/bundles/default/``; nothing else of the repository."""
-    entries = handler_modules()
-    check_handlers(entries)
-    files = shipped_files()
-    for src in files:
-        dst = target / src.relative_to(REPO)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    if bundle is not None:
-        if not (bundle / "model.ubj").is_file():
-            raise BuildError(
-                f"{bundle} has no model.ubj: train one first "
-                f"(python -m model train --out {DEFAULT_BUNDLE}) or pass --no-bundle "
-                f"and deploy with an s3:// ModelUri"
-            )
-        shutil.copytree(bundle, target / DEFAULT_BUNDLE, ignore=shutil.ignore_patterns("__pycache__", ".*"))
-    modules = sorted(
-        ".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-        for f in files
-        if f.suffix == ".py"
-    )
-    log(
-        f"  project: {SHIPPED_PACKAGE}/ ({len(modules)} modules; handlers {', '.join(entries)})"
-        + (f" + {DEFAULT_BUNDLE}/ (from {bundle})" if bundle is not None else "")
-    )
-    return modules
-
-
-def compile_pyc(target: Path, python: str) -> None:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", str(target)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        # A dependency may ship a file that is not valid 3.12 syntax (templates, py2 leftovers); Python
-        # would fail on it too if it were ever imported, so report and go on.
-        log(
-            "  compileall reported errors (files it could not compile keep no .pyc):\n    "
-            + "\n    ".join(proc.stdout.strip().splitlines()[-10:])
-        )
-    n = sum(1 for _ in target.rglob("*.cpython-312.pyc"))
-    log(f"  compiled {n} modules with {python} (unchecked-hash) in {time.perf_counter() - t0:.1f} s")
-
-
-def fix_permissions(target: Path) -> None:
-    """Lambda runs the code as a user that does not own the files: everything must be world-readable."""
-    for dirpath, _dirnames, filenames in os.walk(target):
-        os.chmod(dirpath, 0o755)
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            if not os.path.islink(p):
-                mode = os.stat(p).st_mode
-                os.chmod(p, 0o755 if mode & 0o111 else 0o644)
-
-
-def tree_size(path: Path) -> int:
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() or p.is_symlink())
-
-
-def size_table(target: Path) -> list[tuple[str, int]]:
-    """Bytes per top-level package; ``X.libs`` and ``X-*.dist-info`` are counted with ``X``."""
-    sizes: dict[str, int] = defaultdict(int)
-    for entry in target.iterdir():
-        name = entry.name
-        if name.endswith(".dist-info"):
-            key = name.split("-")[0]
-        elif name.endswith(".libs"):
-            key = name[: -len(".libs")]
-        elif entry.is_file():
-            key = entry.stem if entry.suffix in (".py", ".so") else name
-            key = key.split(".")[0]
-        else:
-            key = name
-        sizes[key.lower().replace("-", "_")] += tree_size(entry) if entry.is_dir() else entry.lstat().st_size
-    return sorted(sizes.items(), key=lambda kv: -kv[1])
-
-
-def write_zip(source: Path, dest: Path) -> int:
-    """A deterministic zip (sorted entries, fixed timestamps), for `aws lambda update-function-code`."""
-    tmp = dest.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(str(path.relative_to(source)), date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = ((0o755 if path.stat().st_mode & 0o111 else 0o644) | 0o100000) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with path.open("rb") as fh:
-                zf.writestr(info, fh.read(), compresslevel=6)
-    tmp.replace(dest)
-    return dest.stat().st_size
-
-
-def mib(n: int) -> str:
-    return f"{n / 2**20:8.1f} MiB"
+# The names the steps had when they lived here: the tests and sam/coldstart.py load this file by path and use
+# them as attributes of the module.
+__all__ = [
+    "ARCH_ALIASES",
+    "DEFAULT_BUNDLE",
+    "DEFAULT_OUT",
+    "DROP_DIRS",
+    "DROP_DIST_INFO_FILES",
+    "DROP_SUFFIXES",
+    "ELF_MACHINE",
+    "FORBIDDEN_DISTS",
+    "HANDLER_MODULE",
+    "LAMBDA_UNZIPPED_PACKAGE_BYTES",
+    "PLATFORMS",
+    "PYTHON_VERSION",
+    "REPO",
+    "REQUIREMENTS",
+    "SHIPPED_PACKAGE",
+    "TEMPLATE",
+    "BuildError",
+    "build",
+    "build_info",
+    "canonical",
+    "check_dists",
+    "check_handlers",
+    "compile_pyc",
+    "copy_project",
+    "elf_machine",
+    "find_python312",
+    "fix_permissions",
+    "handler_modules",
+    "installed_dists",
+    "log",
+    "main",
+    "mib",
+    "pinned_requirements",
+    "pip_install",
+    "prune",
+    "shipped_files",
+    "size_table",
+    "strip_libraries",
+    "tree_size",
+    "write_zip",
+]
 
 
 def build(args: argparse.Namespace) -> int:

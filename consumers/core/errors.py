@@ -9,7 +9,7 @@ the exceptions below are for whole-container or whole-batch conditions.
      │    └── SchemaError           features.json is not a valid schema
      ├── EventShapeError            the Lambda event itself is not a Kinesis event (not a record's fault)
      ├── PredictError               XGBoost failed on the batch: the handler raises, Lambda retries/bisects
-     └── PublishError               (producer/publisher.py) a PutRecords error no retry can cure
+     └── PublishError               (producer/records.py) a PutRecords error no retry can cure
 
 botocore's ``ClientError`` is translated where it occurs (sink.py, quarantine.py) into "not written"
 results; xgboost's ``XGBoostError`` into ``PredictError`` (scoring.py) and ``ModelError``

@@ -1,5 +1,5 @@
 """Synthetic events: valid against the schema, deterministic per (seed, index), realistically correlated,
-and labelled at the documented base rate (model/synthetic.py)."""
+and labelled at the documented base rate (model/synthetic/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line (``python -m sam.local.poller``) and its helpers, which sam/local/run/ and sam/local/soak/ use
+"""The command line (``python -m sam.local.poller``) and its helpers, used by sam/local/run/ and soak/
 too: ``resolve_queue_url``, ``load_handler`` and ``DropEMF``."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sam.local.poller.template import DEFAULT_EVENT, DEFAULT_FUNCTION, DEFAULT_T
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-log = logging.getLogger("sam.local.poller")  # one logger for the package (sam/local/soak/cli.py sets its level)
+log = logging.getLogger("sam.local.poller")  # one logger for the package (sam.local.soak sets its level)
 
 
 def resolve_queue_url(sqs: SQSClient, destination: str | None) -> str | None:

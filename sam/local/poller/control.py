@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-log = logging.getLogger("sam.local.poller")  # one logger for the package (sam/local/soak/cli.py sets its level)
+log = logging.getLogger("sam.local.poller")  # one logger for the package (sam.local.soak sets its level)
 
 
 class PollerError(RuntimeError):

@@ -22,7 +22,7 @@ from sam.local.poller.settings import EventSourceSettings
 from sam.local.poller.slots import Rec, Slot, Unit
 from sam.local.poller.stats import PollerStats
 
-log = logging.getLogger("sam.local.poller")  # one logger for the package (sam/local/soak/cli.py sets its level)
+log = logging.getLogger("sam.local.poller")  # one logger for the package (sam.local.soak sets its level)
 
 # The function: ``handler(event, context)``, typed as consumers.handler.lambda_handler is (Lambda passes the
 # event as a JSON object and a context object the handler reads attributes of).

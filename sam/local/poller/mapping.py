@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mypy_boto3_kinesis.type_defs import ShardTypeDef
     from mypy_boto3_sqs import SQSClient
 
-log = logging.getLogger("sam.local.poller")  # one logger for the package (sam/local/soak/cli.py sets its level)
+log = logging.getLogger("sam.local.poller")  # one logger for the package (sam.local.soak sets its level)
 
 
 def _default_context_factory(settings: EventSourceSettings, region: str) -> Callable[[], LambdaContext]:

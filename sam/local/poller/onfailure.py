@@ -22,7 +22,7 @@ from sam.local.poller.stats import PollerStats
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-log = logging.getLogger("sam.local.poller")  # one logger for the package (sam/local/soak/cli.py sets its level)
+log = logging.getLogger("sam.local.poller")  # one logger for the package (sam.local.soak sets its level)
 
 
 class RequestContext(TypedDict):

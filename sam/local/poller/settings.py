@@ -28,7 +28,7 @@ from sam.local.poller.template import (
     load_template,
 )
 
-log = logging.getLogger("sam.local.poller")  # one logger for the package (sam/local/soak/cli.py sets its level)
+log = logging.getLogger("sam.local.poller")  # one logger for the package (sam.local.soak sets its level)
 
 # services-kinesis-parameters: MaximumRecordAgeInSeconds is -1 or 60..604,800.
 MIN_RECORD_AGE_S = 60
