@@ -62,8 +62,14 @@ Inject = Callable[[FaultProxy, HandlerFaults], Callable[[], float | None]]
 POLL_S = 0.02  # interval of the deadline-bounded drain loop below
 
 
-def proxy_fault(name: str, **params: Any) -> Inject:
+def proxy_fault(name: str, *, until_invocations: int | None = None, **params: Any) -> Inject:
+    """A proxy fault, on until its ``count`` injections are made or, with ``until_invocations``, until that
+    many invocations of the handler have ended: by count or by event, never by a wall-clock window (a busy
+    machine delays the first write, and a window could close before it)."""
+
     def inject(proxy: FaultProxy, hf: HandlerFaults) -> Callable[[], float | None]:
+        if until_invocations is not None:
+            params["until"] = lambda: hf.completed >= until_invocations
         proxy.set(name, **params)
         return lambda: proxy.plan.ended_at(name)
 
@@ -549,43 +555,42 @@ def _need(**minimums: int) -> Callable[[Outcome], list[str]]:
 
 
 BOTH = (None, "botocore")
-# Probabilistic faults stay on for the first ON seconds of a run (publishing 800 records at 1,500/s takes
-# ~0.55 s), so the pipeline has both to ride them out and to drain once they have cleared.
-ON = 0.6
+# Faults switch by count or by event, never by a wall-clock window (a window can close before a busy machine
+# sends the first write: "the fault was never injected"). Probabilistic faults stay on for their first N
+# injections; outages last until the first invocation has ended, or for a number of failed requests.
+N = 6
 SCENARIOS: list[Scenario] = [
     Scenario("baseline (no fault)", lambda: no_fault, expect=lambda o: []),
-    Scenario("ddb_throttle p=0.5", lambda: proxy_fault("ddb_throttle", p=0.5, seconds=ON), writers=BOTH),
-    Scenario("ddb_throttling p=0.5", lambda: proxy_fault("ddb_throttling", p=0.5, seconds=ON), writers=BOTH),
+    Scenario("ddb_throttle p=0.5", lambda: proxy_fault("ddb_throttle", p=0.5, count=N), writers=BOTH),
+    Scenario("ddb_throttling p=0.5", lambda: proxy_fault("ddb_throttling", p=0.5, count=N), writers=BOTH),
     Scenario(
         "ddb_unprocessed p=0.6 share=0.5",
-        lambda: proxy_fault("ddb_unprocessed", p=0.6, share=0.5, seconds=ON),
+        lambda: proxy_fault("ddb_unprocessed", p=0.6, share=0.5, count=N),
         writers=BOTH,
         expect=_need(injected_items=1),
     ),
-    Scenario(
-        "ddb_5xx p=0.5 (500)", lambda: proxy_fault("ddb_5xx", p=0.5, status=500, seconds=ON), writers=BOTH
-    ),
+    Scenario("ddb_5xx p=0.5 (500)", lambda: proxy_fault("ddb_5xx", p=0.5, status=500, count=N), writers=BOTH),
     Scenario(
         "ddb_5xx p=0.5 (503 after the write)",
-        lambda: proxy_fault("ddb_5xx", p=0.5, status=503, when="after", seconds=ON),
+        lambda: proxy_fault("ddb_5xx", p=0.5, status=503, when="after", count=N),
         writers=BOTH,
     ),
     Scenario(
         "ddb_reset p=0.5 (after the write)",
-        lambda: proxy_fault("ddb_reset", p=0.5, when="after", seconds=ON),
+        lambda: proxy_fault("ddb_reset", p=0.5, when="after", count=N),
         writers=BOTH,
     ),
-    Scenario("ddb_crc p=0.5", lambda: proxy_fault("ddb_crc", p=0.5, seconds=ON), writers=BOTH),
+    Scenario("ddb_crc p=0.5", lambda: proxy_fault("ddb_crc", p=0.5, count=N), writers=BOTH),
     Scenario(
-        "ddb_outage 2 s (503), Timeout 3 s",
-        lambda: proxy_fault("ddb_outage", seconds=2.0),
+        "ddb_outage through the first invocation (503), Timeout 3 s",
+        lambda: proxy_fault("ddb_outage", until_invocations=1),  # the first invocation's writes all fail
         {**SHORT_TIMEOUT, "clear_at": None},
         writers=BOTH,
         expect=_need(retried=1),
     ),
     Scenario(
-        "ddb_outage 1.5 s (resets)",
-        lambda: proxy_fault("ddb_outage", seconds=1.5, mode="reset"),
+        "ddb_outage x12 requests (resets)",
+        lambda: proxy_fault("ddb_outage", count=12, mode="reset"),
         {"clear_at": None},
         writers=BOTH,
     ),
@@ -601,20 +606,20 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario("sqs_reset x3 (after the send)", lambda: proxy_fault("sqs_reset", count=3, when="after")),
     Scenario(
-        "sqs_outage 2 s, Timeout 3 s",
-        lambda: proxy_fault("sqs_outage", seconds=2.0),
+        "sqs_outage through the first invocation, Timeout 3 s",
+        lambda: proxy_fault("sqs_outage", until_invocations=1),
         {**SHORT_TIMEOUT, "clear_at": None},
         expect=_need(retried=1),
     ),
     Scenario(
         "kinesis_read_throttle p=0.5",
-        lambda: proxy_fault("kinesis_read_throttle", p=0.5, seconds=ON),
+        lambda: proxy_fault("kinesis_read_throttle", p=0.5, count=N),
         expect=_need(read_retries=1),
     ),
     Scenario(
         "kinesis GetRecords 5xx + resets p=0.3",
         lambda: together(
-            proxy_fault("kinesis_5xx", p=0.3, seconds=ON), proxy_fault("kinesis_reset", p=0.3, seconds=ON)
+            proxy_fault("kinesis_5xx", p=0.3, count=N), proxy_fault("kinesis_reset", p=0.3, count=N)
         ),
         expect=_need(read_retries=1),
     ),
@@ -632,9 +637,7 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "every service: 5xx + resets p=0.1",
-        lambda: together(
-            proxy_fault("http_5xx", p=0.1, seconds=ON), proxy_fault("http_reset", p=0.1, seconds=ON)
-        ),
+        lambda: together(proxy_fault("http_5xx", p=0.1, count=N), proxy_fault("http_reset", p=0.1, count=N)),
     ),
 ]
 

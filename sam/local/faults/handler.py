@@ -38,6 +38,7 @@ class HandlerFaults:
         self._overrun_s = 0.05
         self._in_flight = 0
         self.invocations = 0
+        self.completed = 0  # invocations that have returned or raised (an event faults can wait for)
         self.crashes = 0
         self.timeouts = 0
         self.partial_records = 0  # records the real handler processed in faulted invocations
@@ -123,7 +124,11 @@ class HandlerFaults:
     def __call__(self, event: dict[str, Any], context: Any) -> Any:
         mode, fraction, overrun_s = self._decide()
         if mode is None:
-            return self.handler(event, context)
+            try:
+                return self.handler(event, context)
+            finally:
+                with self._lock:
+                    self.completed += 1
         try:
             records = event.get("Records") or []
             k = int(len(records) * fraction)
@@ -142,3 +147,4 @@ class HandlerFaults:
             with self._lock:
                 self._in_flight -= 1
                 self._last_end = time.monotonic()
+                self.completed += 1

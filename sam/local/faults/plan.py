@@ -77,6 +77,7 @@ class Rule:
     items: int = 0  # items held back (unprocessed) / entries failed
     last: float | None = None  # last injection (monotonic)
     ended: float | None = None
+    until_event: Callable[[], bool] | None = None  # the rule ends once this is true (an event, not a clock)
 
     def matches(self, service: str | None, op: str | None) -> bool:
         s = self.params.get("service", self.spec.service)
@@ -109,17 +110,19 @@ class FaultPlan:
         p: float = 1.0,
         seconds: float | None = None,
         count: int | None = None,
+        until: Callable[[], bool] | None = None,
         **params: Any,
     ) -> Rule:
         """Switch a fault on (replacing a rule of the same name). ``p``: probability per matching request;
-        ``seconds``: the rule ends by itself after this long; ``count``: after this many injections."""
+        the rule ends by itself after ``seconds`` (a wall-clock window: for interactive use, not tests), after
+        ``count`` injections, or once ``until()`` is true (an event, checked at each request)."""
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
         spec = FAULTS[fault]
-        if fault in _OUTAGES and seconds is None and count is None:
-            raise ValueError(f"{fault} needs seconds= (an outage of N seconds) or count=")
+        if fault in _OUTAGES and seconds is None and count is None and until is None:
+            raise ValueError(f"{fault} needs seconds= (an outage of N seconds), count= or until=")
         if spec.action in ("unprocessed", "failed_entries") and not 0.0 < params.get("share", 0.5) <= 1.0:
             raise ValueError("share must be in (0, 1]")
         if "ops" in params and params["ops"] is not None:
@@ -135,6 +138,7 @@ class FaultPlan:
             None if seconds is None else now + seconds,
             count,
             p,
+            until_event=until,
         )
         with self._lock:
             old = self._rules.pop(fault, None)
@@ -171,6 +175,9 @@ class FaultPlan:
                 del self._rules[name]
             elif rule.count is not None and rule.injected >= rule.count:
                 rule.ended = rule.last or now
+                del self._rules[name]
+            elif rule.until_event is not None and rule.until_event():
+                rule.ended = now
                 del self._rules[name]
 
     def decide(self, service: str | None, op: str | None) -> Decision | None:
