@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from benchmarks.common import RESULTS, TARGET_LABELS
 from benchmarks.report_tables import STAGES, VARIANT_LABELS
 
@@ -17,51 +19,12 @@ def plots(compare: dict | None, write: dict | None, e2e: dict | None, cost: dict
     if compare:
         rows = compare["rows"]
         targets = list(compare["targets"])
-        fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
-        for ax, target in zip(axes[0], targets):
-            for v in compare["variants"]:
-                pts = sorted(
-                    (r["size"], r["records_per_s_cpu"])
-                    for r in rows
-                    if r["variant"] == v and r["target"] == target
-                )
-                ax.plot(*zip(*pts), marker="o", label=VARIANT_LABELS.get(v, v))
-            ax.set(
-                xscale="log",
-                yscale="log",
-                xlabel="batch size",
-                ylabel="records / CPU-second (one core)",
-                title=TARGET_LABELS.get(target, target),
-            )
-            ax.grid(True, which="both", alpha=0.3)
-        axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(RESULTS / "records_per_cpu_s.png", dpi=110)
-        plt.close(fig)
-        made.append("records_per_cpu_s.png")
-
-        fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
-        for ax, target in zip(axes[0], targets):
-            for v in compare["variants"]:
-                pts = sorted(
-                    (r["size"], r["wall_ms_per_batch"])
-                    for r in rows
-                    if r["variant"] == v and r["target"] == target
-                )
-                ax.plot(*zip(*pts), marker="o", label=VARIANT_LABELS.get(v, v))
-            ax.set(
-                xscale="log",
-                yscale="log",
-                xlabel="batch size",
-                ylabel="wall ms per batch",
-                title=TARGET_LABELS.get(target, target),
-            )
-            ax.grid(True, which="both", alpha=0.3)
-        axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(RESULTS / "wall_per_batch.png", dpi=110)
-        plt.close(fig)
-        made.append("wall_per_batch.png")
+        for metric, ylabel, name in (
+            ("records_per_s_cpu", "records / CPU-second (one core)", "records_per_cpu_s.png"),
+            ("wall_ms_per_batch", "wall ms per batch", "wall_per_batch.png"),
+        ):
+            _by_batch_size(plt, compare, rows, targets, metric, ylabel, name)
+            made.append(name)
 
         big = max(compare["sizes"])
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -156,3 +119,27 @@ def plots(compare: dict | None, write: dict | None, e2e: dict | None, cost: dict
         plt.close(fig)
         made.append("cost.png")
     return made
+
+
+def _by_batch_size(
+    plt: Any,
+    compare: dict[str, Any],
+    rows: list[dict[str, Any]],
+    targets: list[str],
+    metric: str,
+    ylabel: str,
+    name: str,
+) -> None:
+    """One log-log panel per DynamoDB target: ``metric`` of each variant by batch size."""
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for v in compare["variants"]:
+            pts = sorted((r["size"], r[metric]) for r in rows if r["variant"] == v and r["target"] == target)
+            ax.plot(*zip(*pts), marker="o", label=VARIANT_LABELS.get(v, v))
+        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel=ylabel,
+               title=TARGET_LABELS.get(target, target))  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / name, dpi=110)
+    plt.close(fig)
