@@ -18,10 +18,13 @@ from sam.local.events import kinesis_event, kinesis_record, sequence_number
 
 
 class MemorySink:
-    """Keeps what was written; ``fail`` names event ids it will not write (a stand-in for throttling)."""
+    """Keeps what was written; ``fail`` names event ids it will not write (a stand-in for throttling),
+    ``refuse`` those it refuses for their content (a stand-in for a ValidationException on one item)."""
 
-    def __init__(self, fail: set[str] | None = None) -> None:
+    def __init__(self, fail: set[str] | None = None, refuse: set[str] | None = None) -> None:
         self.fail = fail or set()
+        self.refuse = refuse or set()
+        self.refused_seen: set[str] = set()  # keys this sink refused
         self.items: dict[str, tuple[float, str]] = {}
         self.calls = 0
 
@@ -29,9 +32,11 @@ class MemorySink:
         self.calls += 1
         assert len(set(rows.ids)) == len(rows.ids), "the sink must receive each key once"
         for key, score, pos in zip(rows.ids, rows.scores.tolist(), rows.positions):
-            if key not in self.fail:
+            if key not in self.fail and key not in self.refuse:
                 self.items[key] = (score, pos.sequence_number)
-        return WriteResult(k for k in rows.ids if k in self.fail)
+        refused = {k: "ValidationException" for k in rows.ids if k in self.refuse and k not in self.fail}
+        self.refused_seen |= set(refused)
+        return WriteResult((k for k in rows.ids if k in self.fail), refused)
 
 
 class MemoryQuarantine:

@@ -66,17 +66,19 @@ payloads = st.one_of(
 )
 
 
-@given(
-    st.lists(payloads, max_size=25), st.sets(st.sampled_from([f"id-{i}" for i in range(6)])), st.booleans()
-)
+IDS = st.sets(st.sampled_from([f"id-{i}" for i in range(6)]))
+
+
+@given(st.lists(payloads, max_size=25), IDS, IDS, st.booleans())
 @settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_every_record_ends_in_exactly_one_state(scorer, batch, unwritable, dlq_down):
+def test_every_record_ends_in_exactly_one_state(scorer, batch, unwritable, refused, dlq_down):
     event = event_of(batch)
+    sink = MemorySink(fail=unwritable, refuse=refused)
     out = process_batch(
         event,
         scorer=scorer,
         vectorizer=VEC,
-        sink=MemorySink(fail=unwritable),
+        sink=sink,
         quarantine=MemoryQuarantine(fail_all=dlq_down),
         deadline=Deadline(30),
         max_event_bytes=65536,
@@ -104,6 +106,11 @@ def test_every_record_ends_in_exactly_one_state(scorer, batch, unwritable, dlq_d
         assert failures == []
     if dlq_down:
         assert quarantined == []
+    # a key the table refused is never scored: its records are quarantined (item_refused), or retried when the
+    # dead-letter queue is down too
+    assert not set(sink.items) & (refused - unwritable)
+    item_refused = [r for r in out.quarantined if r.reason == "item_refused"]
+    assert bool(item_refused) == bool(sink.refused_seen and not dlq_down)
 
 
 @given(st.lists(events(), max_size=20))
