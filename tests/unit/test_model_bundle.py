@@ -1,5 +1,5 @@
 """Training, the bundle format and local loading: deterministic versions, and every load failure names the
-bundle's URI and what is wrong (consumers/core/bundle.py, DESIGN.md §6.8)."""
+bundle's URI and what is wrong (consumers/core/bundle.py, docs/security.md)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_training_writes_a_bundle_that_loads(schema, trained):
     assert card["objective"] == "binary:logistic" and card["format"] == "ubj"
     assert card["holdout_auc"] > 0.7
     assert bundle.booster.feature_names == schema.names
-    # AND it predicts with one thread (DESIGN.md §7)
+    # AND it predicts with one thread (benchmarks/results/REPORT.md)
     assert json.loads(bundle.booster.save_config())["learner"]["generic_param"]["nthread"] == "1"
     # AND the files are UBJSON and the canonical schema
     assert (out / "model.ubj").read_bytes()[:1] == b"{"
