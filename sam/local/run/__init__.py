@@ -7,8 +7,8 @@
 
 Locally: starts moto in server mode on a free 127.0.0.1 port (docs/architecture.md §5), creates the stream,
 the scores table, the dead-letter queue and the on-failure queue, cold-starts ``consumers.handler`` (import
-and runtime build, with the function's environment from ``sam/template.yaml``), then runs the local event-source mapping
-(``sam.local.poller``, settings from the same template) while the producer publishes a mix of valid events,
+and runtime build, with the function's environment from ``sam/template.yaml``), then runs the local
+event-source mapping (``sam.local.poller``, settings from the same template) while the producer publishes a mix of valid events,
 malformed payloads (each with the quarantine reason the consumer must give it) and KPL-aggregated records.
 Live progress goes to stderr; the summary table to stdout. The emulator is always stopped.
 
