@@ -8,8 +8,9 @@
 Locally: starts moto in server mode on a free 127.0.0.1 port (docs/architecture.md §5), creates the stream,
 the scores table, the dead-letter queue and the on-failure queue, cold-starts ``consumers.handler`` (import
 and runtime build, with the function's environment from ``sam/template.yaml``), then runs the local
-event-source mapping (``sam.local.poller``, settings from the same template) while the producer publishes a mix of valid events,
-malformed payloads (each with the quarantine reason the consumer must give it) and KPL-aggregated records.
+event-source mapping (``sam.local.poller``, settings from the same template) while the producer publishes a
+mix of valid events, malformed payloads (each with the quarantine reason the consumer must give it) and
+KPL-aggregated records.
 Live progress goes to stderr; the summary table to stdout. The emulator is always stopped.
 
 With ``--aws`` the same code paths run against real AWS (credentials and region from the environment): no
