@@ -4,8 +4,8 @@ cfn-lint validates resource properties, but not the values inside a SAM ``Events
 ``!Ref`` (checked: a misspelt ``MaxRetryAttempts`` there passes), so the event-source settings are asserted
 here, resolved the way the local poller resolves them (``!Ref Param`` -> the parameter's ``Default``).
 
-The IAM test derives the actions the *shipped* code calls from its source (``ast`` over the import closure, from
-grimp's graph, of each function's handler module: ``consumers.handler``, ``consumers.s3_handler``,
+The IAM test derives the actions the *shipped* code calls from its source (``ast`` over the import closure,
+from grimp's graph, of each function's handler module: ``consumers.handler``, ``consumers.s3_handler``,
 ``consumers.http_handler``), maps each client method to its API name with botocore's own service model,
 and compares with what that function's role grants. Actions Lambda itself needs on the function's behalf
 (event-source mapping, on-failure destinations, logs, traces, KMS) are listed below, each with the page that
