@@ -80,6 +80,15 @@ audit: $(STAMP)
 	$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --progress-spinner off \
 		-r requirements/lambda.txt -r requirements/dev.txt $(AUDIT_ARGS)
 
+# Mutation testing (not in CI, tests/mutation/README.md): mutmut over the modules of pyproject.toml
+# [tool.mutmut] with tests/unit and tests/property; MUTANTS='consumers.core.kpl*' limits a run to some modules.
+# Scores accumulate per module in tests/mutation/scores.json.
+MUTANTS ?=
+.PHONY: mutation
+mutation: $(STAMP)
+	$(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(PY) -m tests.mutation.report --mutmut $(VENV)/bin/mutmut
+
 # Soak (not in CI): SOAK_EVENTS through the local pipeline with faults switched on at random (sam/local/soak/):
 # the `make run` accounting, RSS over time with a growth check, retries per fault. 1,000,000 events take ~20-30 min.
 SOAK_EVENTS ?= 1000000

@@ -42,3 +42,21 @@ def test_shortened_deadline():
     clock = FakeClock()
     d = Deadline(10.0, clock=clock)
     assert d.shortened(4.0).remaining() == 6.0
+
+
+def test_no_retry_when_only_the_base_delay_is_left():
+    # exactly base_s left: another try could not both wait and run before the deadline (the boundary counts)
+    from consumers.core.retry import Backoff, Deadline
+
+    slept: list[float] = []
+    backoff = Backoff(base_s=0.05, sleep=slept.append, rand=lambda: 1.0)
+    assert backoff.wait(0, Deadline(0.05, clock=lambda: 0.0)) is False
+    assert slept == []
+
+
+def test_a_zero_pause_does_not_call_sleep():
+    from consumers.core.retry import Backoff, Deadline
+
+    slept: list[float] = []
+    assert Backoff(sleep=slept.append, rand=lambda: 0.0).wait(0, Deadline(10)) is True
+    assert slept == []

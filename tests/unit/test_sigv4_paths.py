@@ -82,3 +82,59 @@ def test_a_verifier_that_signs_what_it_receives_accepts_the_lean_writers_signatu
     assert _Verifier.received and all(ok for _, _, ok in _Verifier.received), _Verifier.received
     assert {p for p, _, _ in _Verifier.received} == {request_path(path)}
     assert unwritten == set()
+
+
+@pytest.mark.parametrize(
+    ("endpoint_path", "wire", "canonical"),
+    [
+        ("", "/", "/"),
+        ("/", "/", "/"),
+        ("a", "/a", "/a"),
+        ("/x/../y", "/y", "/y"),
+        ("//p//q/", "/p/q/", "/p/q/"),
+        ("/a b", "/a%20b", "/a%2520b"),
+        ("/a%2fb", "/a%2Fb", "/a%252Fb"),
+        ("/\u00fc/100%", "/%C3%BC/100%25", "/%25C3%25BC/100%2525"),
+        ("/a:b@c;d=e,f+g!h$i&j'k(l)m*n~o", "/a:b@c;d=e,f+g!h$i&j'k(l)m*n~o", None),
+        ("/~user", "/~user", "/~user"),
+        ("/a%20b:c@d/e f", "/a%20b:c@d/e%20f", None),  # after an escape, the same safe set
+    ],
+)
+def test_request_path_and_canonical_uri_have_these_exact_values(endpoint_path, wire, canonical):
+    assert request_path(endpoint_path) == wire
+    if canonical is not None:
+        assert canonical_uri(wire) == canonical
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("", "/"),
+        (".", "/"),
+        ("a/./b", "a/b"),
+        ("/a/b/../c", "/a/c"),
+        ("/..", "/"),
+        ("x/", "x/"),
+        ("/a//b", "/a/b"),
+    ],
+)
+def test_remove_dot_segments_values(path, expected):
+    assert remove_dot_segments(path) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://localhost:80", "localhost"),
+        ("https://localhost:443", "localhost"),
+        ("http://localhost:443", "localhost:443"),
+        ("https://localhost:80", "localhost:80"),
+        ("http://EXAMPLE.com", "example.com"),
+        ("http://[::1]:8000", "[::1]:8000"),
+        ("file:///no-host", ""),
+    ],
+)
+def test_host_header_values(url, host):
+    from consumers.aws.sigv4 import host_header
+
+    assert host_header(url) == host
