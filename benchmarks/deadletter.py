@@ -51,8 +51,8 @@ def main() -> int:
     rows = [measure(n, k) for n, k in CASES]
     for r in rows:
         log(
-            f"{r['subrecords']:>7} sub-records, key {r['key_chars']:>7} chars, record {r['record_bytes']:>8} B"
-            f" -> {r['messages']:>3} messages in {r['send_calls']:>2} calls, {r['body_bytes']:>9} B"
+            f"{r['subrecords']:>7} sub-records, key {r['key_chars']:>7} chars,"
+            f" record {r['record_bytes']:>8} B -> {r['messages']:>3} messages in {r['send_calls']:>2} calls, {r['body_bytes']:>9} B"
             f" ({r['ratio']}x), plan {r['plan_cpu_ms']} ms CPU, peak {r['traced_peak_mib']} MiB"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
