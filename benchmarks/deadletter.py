@@ -52,7 +52,8 @@ def main() -> int:
     for r in rows:
         log(
             f"{r['subrecords']:>7} sub-records, key {r['key_chars']:>7} chars,"
-            f" record {r['record_bytes']:>8} B -> {r['messages']:>3} messages in {r['send_calls']:>2} calls, {r['body_bytes']:>9} B"
+            f" record {r['record_bytes']:>8} B -> {r['messages']:>3} messages in {r['send_calls']:>2} calls,"
+            f" {r['body_bytes']:>9} B"
             f" ({r['ratio']}x), plan {r['plan_cpu_ms']} ms CPU, peak {r['traced_peak_mib']} MiB"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
