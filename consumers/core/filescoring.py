@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,76 +137,60 @@ class FileScorer:
         deadline: Deadline,
     ) -> None:
         """Score every line into ``output``/``rejected`` (objects with ``write(bytes)``) and the sink."""
+        with self._no_write_left_running():
+            stage = outcome.stage_s
+            version = self.scorer.version
+            slowest = 0.0
+            header_written = False
+            chunks = fmt.chunks(lines, self.chunk_rows)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                finally:
+                    stage["read_parse"] = stage.get("read_parse", 0.0) + time.perf_counter() - t0
+                # Another chunk to score: stop instead if the time left would not cover it and a clean
+                # abort (a partial output is never completed).
+                if deadline.remaining() < max(self.stop_margin_s, 3 * slowest):
+                    raise BatchError(
+                        f"{source}: not finished within the time budget after {outcome.rows} rows; "
+                        "split the file or raise the function timeout"
+                    )
+                if not header_written:
+                    output.write(fmt.output_header())
+                    rejected.write(fmt.rejected_header())
+                    header_written = True
+                self._chunk(
+                    chunk,
+                    fmt,
+                    version,
+                    output=output,
+                    rejected=rejected,
+                    outcome=outcome,
+                    source=source,
+                    arrival=arrival,
+                    deadline=deadline,
+                )
+                slowest = max(slowest, time.perf_counter() - t0)
+            if not header_written:
+                output.write(fmt.output_header())
+                rejected.write(fmt.rejected_header())
+            self._settle(outcome)
+
+    @contextmanager
+    def _no_write_left_running(self) -> Iterator[None]:
+        """On any failure, wait for the items write in flight (its result no longer matters) before raising:
+        a write must not run on into the next object."""
         try:
-            self._run(
-                lines,
-                fmt,
-                output=output,
-                rejected=rejected,
-                outcome=outcome,
-                source=source,
-                arrival=arrival,
-                deadline=deadline,
-            )
+            yield
         except BaseException:
-            if self._pending is not None:  # do not leave a write running into the next object
+            if self._pending is not None:
                 future, self._pending = self._pending[0], None
                 with contextlib.suppress(Exception):
                     future.result()
             raise
-
-    def _run(
-        self,
-        lines: Iterator[tuple[int, bytes | None]],
-        fmt: CsvFormat | JsonLinesFormat,
-        *,
-        output: Any,
-        rejected: Any,
-        outcome: FileOutcome,
-        source: str,
-        arrival: float,
-        deadline: Deadline,
-    ) -> None:
-        stage = outcome.stage_s
-        version = self.scorer.version
-        slowest = 0.0
-        header_written = False
-        chunks = fmt.chunks(lines, self.chunk_rows)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                break
-            finally:
-                stage["read_parse"] = stage.get("read_parse", 0.0) + time.perf_counter() - t0
-            # Another chunk to score: stop instead if the time left would not cover it and a clean abort (a
-            # partial output is never completed).
-            if deadline.remaining() < max(self.stop_margin_s, 3 * slowest):
-                raise BatchError(
-                    f"{source}: not finished within the time budget after {outcome.rows} rows; "
-                    "split the file or raise the function timeout"
-                )
-            if not header_written:
-                output.write(fmt.output_header())
-                rejected.write(fmt.rejected_header())
-                header_written = True
-            self._chunk(
-                chunk,
-                fmt,
-                version,
-                output=output,
-                rejected=rejected,
-                outcome=outcome,
-                source=source,
-                arrival=arrival,
-                deadline=deadline,
-            )
-            slowest = max(slowest, time.perf_counter() - t0)
-        if not header_written:
-            output.write(fmt.output_header())
-            rejected.write(fmt.rejected_header())
-        self._settle(outcome)
 
     def _settle(self, outcome: FileOutcome) -> None:
         """Wait for the items write in flight, if any, and count it."""
