@@ -121,15 +121,14 @@ def process_batch(
         reserve = min(2.0, 0.2 * max(deadline.remaining(), 0.0)) if rejected else 0.0
         written = sink.write(rows, deadline.shortened(reserve)) if len(rows) else WriteResult()
         unwritten, refused = set(written), written.refused
-        for m, key in enumerate(vec.ids):
-            if (
-                key in refused
-            ):  # every record of a refused key: each has its own data for the dead-letter queue
-                d = decoded.decoded[vec.ok_rows[m]]
-                detail = f"the scores table refused the item ({refused[key]})"
-                rejected.append(
-                    Rejected(d.position, Reason.ITEM_REFUSED, detail, d.data, d.partition_key, d.arrival)
-                )
+        if refused:  # every record of a refused key goes to the dead-letter queue, each with its own data
+            for m, key in enumerate(vec.ids):
+                if key in refused:
+                    d = decoded.decoded[vec.ok_rows[m]]
+                    detail = f"the scores table refused the item ({refused[key]})"
+                    rejected.append(
+                        Rejected(d.position, Reason.ITEM_REFUSED, detail, d.data, d.partition_key, d.arrival)
+                    )
     with stage("quarantine"):
         unsent = quarantine.send(rejected, source_arn, deadline) if rejected else []
 
