@@ -25,8 +25,10 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 
 from consumers.core.retry import Deadline
+from consumers.core.types import Overwrite
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "event-scoring"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "EventScoring"
@@ -122,3 +124,23 @@ def lambda_entry(fn: F) -> F:
     wrapped = metrics.log_metrics(capture_cold_start_metric=True)(fn)
     wrapped = tracer.capture_lambda_handler(capture_response=False)(wrapped)
     return logger.inject_lambda_context(log_event=False)(wrapped)  # type: ignore[no-any-return]
+
+
+COLLISIONS_LOGGED = 10  # positions logged per batch; the metric counts them all
+
+
+def report_collisions(found: list[Overwrite], *, where: str) -> None:
+    """Items of one ``event_id`` overwritten by other content (consumers/core/collisions.py): the
+    ``EventIdCollisions`` metric and one log line with the first positions (positions only: never the id
+    or the data). ``where`` says who saw them: ``batch`` (the pipeline) or ``table`` (the table's stream)."""
+    if not found:
+        return
+    metrics.add_metric(name="EventIdCollisions", unit=MetricUnit.Count, value=len(found))
+    logger.warning(
+        "event_id collisions: one id, different content",
+        extra={
+            "seen_in": where,
+            "collisions": len(found),
+            "positions": [o.log_fields() for o in found[:COLLISIONS_LOGGED]],
+        },
+    )

@@ -35,6 +35,7 @@ from consumers.bootstrap import (
     lambda_entry,
     logger,
     metrics,
+    report_collisions,
     tracer,
 )
 from consumers.core.config import Settings
@@ -156,6 +157,7 @@ def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
             unit=MetricUnit.Milliseconds,
             value=outcome.timings_ms.get(f"{stage}_ms", 0.0),
         )
+    report_collisions(outcome.collisions, where="batch")
     for reason, count in reasons.items() if not is_metrics_disabled() else ():
         with single_metric(
             name="RecordsQuarantinedByReason",

@@ -26,14 +26,19 @@ class MemorySink:
         self.refuse = refuse or set()
         self.refused_seen: set[str] = set()  # keys this sink refused
         self.items: dict[str, tuple[float, str]] = {}
+        self.digests: dict[str, str | None] = {}  # key -> the content fingerprint written with it
         self.calls = 0
 
     def write(self, rows: ScoreRows, deadline: Deadline) -> WriteResult:
         self.calls += 1
         assert len(set(rows.ids)) == len(rows.ids), "the sink must receive each key once"
-        for key, score, pos in zip(rows.ids, rows.scores.tolist(), rows.positions):
+        digests = rows.digests if rows.digests is not None else [None] * len(rows)
+        for key, score, pos, digest in zip(
+            rows.ids, rows.scores.tolist(), rows.positions, digests, strict=True
+        ):
             if key not in self.fail and key not in self.refuse:
                 self.items[key] = (score, pos.sequence_number)
+                self.digests[key] = digest
         refused = {k: "ValidationException" for k in rows.ids if k in self.refuse and k not in self.fail}
         self.refused_seen |= set(refused)
         return WriteResult((k for k in rows.ids if k in self.fail), refused)

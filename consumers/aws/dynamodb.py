@@ -5,7 +5,7 @@ What is still unwritten at the deadline is returned (by key) so the pipeline rep
 ``batchItemFailures``: Lambda retries them later. Writes are idempotent: one item per ``event_id``
 (the pipeline de-duplicates keys within a batch, because duplicate keys in one BatchWriteItem fail the
 whole request with ValidationException), and every attribute but ``scored_at`` is a function of the
-record (score, model version, position, arrival, ttl from arrival).
+record (score, model version, position, content fingerprint, arrival, ttl from arrival).
 
 https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html
 https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html#Programming.Errors.RetryAndBackoff
@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.aws.deadline import calls_within
 from consumers.aws.errors import error_code, is_retryable
+from consumers.core.collisions import CONTENT_ATTR
 from consumers.core.limits import DYNAMODB_BATCH_WRITE_MAX_BYTES, DYNAMODB_BATCH_WRITE_MAX_ITEMS
 from consumers.core.ports import ScoreRows, WriteResult
 from consumers.core.retry import Backoff, Deadline
@@ -43,8 +44,9 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
     scored_at = {"N": str(rows.scored_at_ms)}
     items: list[dict[str, dict[str, str]]] = []
     append = items.append
-    columns = zip(rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals, strict=True)
-    for event_id, score, pos, arrival in columns:
+    digests = rows.digests if rows.digests is not None else [None] * len(rows)
+    columns = zip(rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals, digests, strict=True)
+    for event_id, score, pos, arrival, digest in columns:
         item = {
             "event_id": {"S": event_id},
             "score": {"N": f"{score:.9f}"},  # deterministic text for a float32 in [0, 1]
@@ -54,6 +56,8 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
             "arrived_at": {"N": str(int(arrival * 1000))},
             "scored_at": scored_at,
         }
+        if digest is not None:
+            item[CONTENT_ATTR] = {"S": digest}
         if pos.sub_sequence_number is not None:
             item["sub_sequence_number"] = {"N": str(pos.sub_sequence_number)}
         if ttl_s:

@@ -3,7 +3,8 @@
 Invariant (tested with hypothesis): every user record (a Kinesis record, or each sub-record of a KPL
 aggregate) ends in exactly one of
   scored       its event_id's item is in DynamoDB (duplicates within the batch: the highest position wins,
-               the others are scored through it),
+               the others are scored through it; a duplicate whose bytes differ is also reported as a
+               collision, consumers/core/collisions.py),
   quarantined  a message with its reason is in the dead-letter queue,
   retried      its sequence number is in ``batchItemFailures``.
 Only what a retry can cure is retried (throttling, an outage); what never can (malformed input) is
@@ -26,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from consumers.core.collisions import content_digest
 from consumers.core.decode import decode_event
 from consumers.core.features import Vectorizer
 from consumers.core.ports import Enricher, Quarantine, ScoreRows, Sink, WriteResult
 from consumers.core.retry import Deadline
 from consumers.core.scoring import Scorer
-from consumers.core.types import BatchOutcome, BatchResponse, Position, Reason, Rejected
+from consumers.core.types import BatchOutcome, BatchResponse, Overwrite, Position, Reason, Rejected
 
 Span = Callable[[str], AbstractContextManager[Any]]
 
@@ -101,11 +103,18 @@ def process_batch(
     # One item per event_id: the highest position wins. Every scored row remembers its key.
     with stage("items"):
         winner: dict[str, int] = {}
+        collisions: list[Overwrite] = []
         positions = [decoded.decoded[r].position for r in vec.ok_rows]
+        data = [decoded.decoded[r].data for r in vec.ok_rows]
         for m, key in enumerate(vec.ids):
             w = winner.get(key)
-            if w is None or positions[m].order > positions[w].order:
+            if w is None:
                 winner[key] = m
+                continue
+            lost, won = (w, m) if positions[m].order > positions[w].order else (m, w)
+            winner[key] = won
+            if data[lost] != data[won]:  # a producer's retry repeats the bytes; another event does not
+                collisions.append(Overwrite(positions[lost], positions[won]))
         rows_idx = list(winner.values())
         rows = ScoreRows(
             ids=[vec.ids[m] for m in rows_idx],
@@ -114,6 +123,7 @@ def process_batch(
             arrivals=[decoded.decoded[vec.ok_rows[m]].arrival for m in rows_idx],
             model_version=scorer.version,
             scored_at_ms=now_ms(),
+            digests=[content_digest(data[m]) for m in rows_idx],
         )
 
     with stage("write"):
@@ -147,4 +157,5 @@ def process_batch(
         retried=retried,
         timings_ms=stage.timings,
         model_version=scorer.version,
+        collisions=collisions,
     )

@@ -26,6 +26,10 @@ class ScoreRows:
     arrivals: list[float]  # approximateArrivalTimestamp, epoch s
     model_version: str
     scored_at_ms: int
+    # The fingerprint of each row's record (consumers.core.collisions.content_digest), stored in its item so
+    # an overwrite by other content can be told from a re-delivery. None where no record stands behind a
+    # score (a file row, an HTTP request).
+    digests: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

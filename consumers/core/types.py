@@ -6,7 +6,7 @@ https://docs.aws.amazon.com/lambda/latest/dg/services-kinesis-batchfailurereport
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
@@ -82,6 +82,25 @@ class Position:
         """Total order within a shard (sequence numbers are decimal strings of up to 128 digits)."""
         return int(self.sequence_number), -1 if self.sub_sequence_number is None else self.sub_sequence_number
 
+    def log_fields(self) -> dict[str, Any]:
+        """The position as a log line's fields (a position is all a log may say of a record)."""
+        return {
+            "shard_id": self.shard_id,
+            "sequence_number": self.sequence_number,
+            "sub_sequence_number": self.sub_sequence_number,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Overwrite:
+    """An item of one ``event_id`` replaced by a record with other content: where each came from."""
+
+    old: Position
+    new: Position
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"old": self.old.log_fields(), "new": self.new.log_fields()}
+
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
@@ -116,3 +135,4 @@ class BatchOutcome:
     retried: list[Position]
     timings_ms: dict[str, float]
     model_version: str = ""
+    collisions: list[Overwrite] = field(default_factory=list)  # one id, other bytes, within the batch

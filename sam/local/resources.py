@@ -13,6 +13,8 @@ def create_scores_table(ddb: Any, name: str) -> None:
         KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
+        # as the template: the collision detector reads overwrites from the table's stream
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
     ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
     ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})

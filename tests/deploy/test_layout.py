@@ -53,6 +53,11 @@ def test_every_entry_point_of_the_template_is_in_the_shipped_directory():
 
     text = (REPO_ROOT / "sam" / "template.yaml").read_text()
     handlers = set(re.findall(r"^\s+Handler:\s*([A-Za-z_][\w.]*)\.\w+\s*$", text, re.M))
-    assert handlers == {"consumers.handler", "consumers.http_handler", "consumers.s3_handler"}
+    assert handlers == {
+        "consumers.handler",
+        "consumers.http_handler",
+        "consumers.s3_handler",
+        "consumers.collision_handler",
+    }
     for h in handlers:
         assert (REPO_ROOT / (h.replace(".", "/") + ".py")).is_file(), h

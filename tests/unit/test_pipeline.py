@@ -127,3 +127,28 @@ def test_predict_failure_fails_the_whole_batch(scorer):
 def test_empty_event(scorer):
     out, _, _ = run({"Records": []}, scorer)
     assert out.response == {"batchItemFailures": []}
+
+
+def test_a_duplicate_id_with_other_bytes_is_a_collision_by_position(scorer):
+    # GIVEN one batch where e0 comes three times: the same bytes again (a producer's retry), then other bytes
+    events = valid(2)
+    retry, other = dict(events[0]), dict(events[0], amount=499.0)
+    out, sink, _ = run(event_of(events + [retry, other]), scorer)
+    # THEN one item per id, the last record wins, and exactly one collision is reported: the retry's bytes
+    # equal the first record's, the third record's do not (positions: the loser and the winner)
+    from consumers.core.collisions import content_digest
+    from sam.local.events import sequence_number
+
+    assert len(sink.items) == 2 and len(out.scored) == 4
+    assert [(c.old.sequence_number, c.new.sequence_number) for c in out.collisions] == [
+        (sequence_number(2), sequence_number(3))
+    ]
+    # and each item keeps the fingerprint of the bytes that won
+    import orjson
+
+    assert sink.digests["e0"] == content_digest(orjson.dumps(other))
+
+
+def test_no_collision_without_duplicates(scorer):
+    out, _, _ = run(event_of(valid(20)), scorer)
+    assert out.collisions == []
