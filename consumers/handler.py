@@ -21,9 +21,11 @@ import boto3
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+from consumers.aws.archive import S3Archive
 from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
 from consumers.aws.dlq_overflow import S3Overflow
 from consumers.aws.dynamodb import DynamoDBSink
+from consumers.aws.eventbridge import EventBridgeAlerts
 from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_settings
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
 from consumers.aws.sqs import SQSQuarantine
@@ -39,10 +41,12 @@ from consumers.bootstrap import (
     tracer,
 )
 from consumers.core.config import Settings
+from consumers.core.decisions import BandsError, DecisionBands
+from consumers.core.errors import ConfigError
 from consumers.core.features import Vectorizer
-from consumers.core.pipeline import process_batch
-from consumers.core.ports import hit_rate_percent
-from consumers.core.retry import Deadline
+from consumers.core.pipeline import NO_ACTIONS, process_batch
+from consumers.core.ports import Actions, hit_rate_percent
+from consumers.core.retry import Backoff, Deadline
 from consumers.core.scoring import BoosterScorer
 from consumers.core.types import BatchOutcome, BatchResponse
 
@@ -61,6 +65,7 @@ class Runtime:
     enricher: FeatureTableEnricher | None = (
         None  # FEATURE_TABLE set: per-entity features, cached across invocations
     )
+    actions: Actions = NO_ACTIONS  # alerts, the analytics archive, which items the table keeps
     last_outcome: BatchOutcome | None = None  # for the local poller's live progress; one invocation at a time
 
     @classmethod
@@ -90,6 +95,7 @@ class Runtime:
             )
             if settings.feature_table
             else None,
+            actions=actions_from(settings, session, bundle.decisions, backoff),
         )
 
     def deadline(self, context: Any) -> Deadline:
@@ -114,12 +120,60 @@ class Runtime:
             max_event_bytes=self.settings.max_event_bytes,
             span=lambda name: tracer.provider.in_subsegment(f"## {name}"),
             enricher=self.enricher,
+            actions=self.actions,
         )
         report(event, outcome)
         if self.enricher is not None and (rate := hit_rate_percent(self.enricher.last)) is not None:
             metrics.add_metric(name="EnrichmentCacheHitRate", unit=MetricUnit.Percent, value=rate)
         self.last_outcome = outcome
         return outcome.response
+
+
+def actions_from(settings: Settings, session: Any, bands: DecisionBands | None, backoff: Backoff) -> Actions:
+    """Alerts, archive and write mode from the settings, checked against the model's decision bands: a
+    setting the model cannot honour fails the cold start with a message that names it."""
+    needs_bands = [
+        name
+        for name, on in (
+            ("ALERT_BUS", bool(settings.alert_bus)),
+            ("SCORES_WRITE=actionable", settings.scores_write == "actionable"),
+        )
+        if on
+    ]
+    if needs_bands and bands is None:
+        raise ConfigError(
+            f"{' and '.join(needs_bands)} need a model with decision bands; the bundle at "
+            f"{settings.model_uri} has none (python -m model train --bands ...)"
+        )
+    if settings.scores_write == "actionable" and not settings.archive_bucket:
+        raise ConfigError("SCORES_WRITE=actionable needs ARCHIVE_BUCKET: the archive keeps the other scores")
+    actionable: frozenset[str] = frozenset()
+    if bands is not None:
+        try:
+            actionable = bands.actionable(settings.alert_decisions or None)
+        except BandsError as exc:
+            raise ConfigError(f"ALERT_DECISIONS: {exc}") from None
+    return Actions(
+        alerter=EventBridgeAlerts(
+            client(session, "events", client_config(4)),
+            settings.alert_bus,
+            backoff=backoff,
+            source=settings.alert_source,
+        )
+        if settings.alert_bus
+        else None,
+        actionable=actionable if settings.alert_bus or settings.scores_write == "actionable" else frozenset(),
+        alert_payload=settings.alert_include_payload,
+        archive=S3Archive(
+            client(session, "s3", client_config(4)),
+            settings.archive_bucket,
+            settings.archive_prefix,
+            backoff=backoff,
+        )
+        if settings.archive_bucket
+        else None,
+        store=actionable if settings.scores_write == "actionable" else None,
+    )
 
 
 def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
@@ -143,6 +197,8 @@ def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
             "retried": len(outcome.retried),
             "batch_item_failures": len(outcome.response["batchItemFailures"]),
             "model_version": outcome.model_version,
+            "decisions": outcome.decisions,
+            "alerts_sent": outcome.alerts_sent,
             "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
         },
     )
@@ -151,6 +207,8 @@ def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
     metrics.add_metric(name="RecordsQuarantined", unit=MetricUnit.Count, value=len(outcome.quarantined))
     metrics.add_metric(name="RecordsRetried", unit=MetricUnit.Count, value=len(outcome.retried))
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(records))
+    if outcome.decisions:
+        metrics.add_metric(name="AlertsSent", unit=MetricUnit.Count, value=outcome.alerts_sent)
     for stage in ("decode", "vectorize", "predict", "write"):
         metrics.add_metric(
             name=f"{stage.capitalize()}Milliseconds",

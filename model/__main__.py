@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--rows", type=int, default=50_000)
     t.add_argument("--trees", type=int, default=200)
     t.add_argument("--depth", type=int, default=6)
+    t.add_argument(
+        "--bands",
+        default="auto",
+        help="decision bands, e.g. allow:0.5,review:0.9,block; 'auto' (default): review at the holdout's "
+        "best-F1 cut, block where precision reaches 0.9; 'none': no decisions",
+    )
     i = sub.add_parser("info", help="load and verify a bundle, print its card")
     i.add_argument("uri", help="bundle directory or s3://bucket/prefix")
     i.add_argument("--cache-dir", default=None, help="download cache for s3:// (default /tmp/model-cache)")
@@ -39,7 +45,16 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     from model.train import train
 
     schema = FeatureSchema.load(args.schema or DEFAULT_SCHEMA_PATH)
-    return train(schema, rows=args.rows, trees=args.trees, depth=args.depth, seed=args.seed, out_dir=args.out)
+    bands = None if args.bands == "none" else args.bands
+    return train(
+        schema,
+        rows=args.rows,
+        trees=args.trees,
+        depth=args.depth,
+        seed=args.seed,
+        out_dir=args.out,
+        bands=bands,
+    )
 
 
 def _info(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 import xgboost as xgb
 
 from consumers.core.bundle import write_bundle
+from consumers.core.decisions import DecisionBands
 from consumers.core.errors import ModelError
 from consumers.core.features import Vectorizer
 from consumers.core.schema import FeatureSchema
@@ -79,8 +80,12 @@ def train(
     depth: int = 6,
     seed: int = 0,
     out_dir: str | Path,
+    bands: DecisionBands | str | None = "auto",
 ) -> dict[str, Any]:
-    """Generate ``rows`` labelled events, fit ``trees`` boosting rounds, write the bundle; return its card."""
+    """Generate ``rows`` labelled events, fit ``trees`` boosting rounds, write the bundle; return its card.
+
+    ``bands``: the decision bands the bundle declares: given, ``"auto"`` (from the holdout: ``auto_bands``) or
+    None (no decisions)."""
     if rows < 100 or trees < 1 or depth < 1:
         raise ValueError(f"need rows >= 100, trees >= 1, depth >= 1 (got {rows}, {trees}, {depth})")
     t0 = time.perf_counter()
@@ -132,6 +137,9 @@ def train(
         "holdout_positives": int(y[hold].sum()),
         "holdout_mean_score": round(float(scores.mean()), 6),
     }
+    decisions = auto_bands(y[hold], scores, metrics) if bands == "auto" else bands
+    if isinstance(decisions, str):
+        decisions = DecisionBands.parse(decisions)
     training = {
         "rows": rows,
         "trees": trees,
@@ -145,4 +153,37 @@ def train(
         "train_seconds": round(t_fit, 3),
         "data_seconds": round(t_data, 3),
     }
-    return write_bundle(out_dir, booster, schema, metrics=metrics, training=training)
+    return write_bundle(out_dir, booster, schema, metrics=metrics, training=training, decisions=decisions)
+
+
+AUTO_BLOCK_PRECISION = 0.9
+
+
+def auto_bands(labels: np.ndarray, scores: np.ndarray, metrics: dict[str, Any]) -> DecisionBands:
+    """``allow < review_at <= review < block_at <= block`` from the holdout: ``review_at`` is the cut with the
+    best F1, ``block_at`` the lowest cut above it whose precision is at least ``AUTO_BLOCK_PRECISION``
+    (without one, two bands: allow and review). The cuts and their precision and recall go into
+    ``metrics``."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order].astype(np.float64), labels[order].astype(np.float64)
+    tp = np.cumsum(y)
+    k = np.arange(1, len(y) + 1)
+    precision, recall = tp / k, tp / max(y.sum(), 1.0)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    # a cut at s[i] flags every score >= s[i]: only the last index of a run of equal scores is a real cut
+    last = np.r_[s[1:] != s[:-1], True]
+    best = int(np.argmax(np.where(last, f1, -1.0)))
+    review_at = round(float(s[best]), 4)
+    cuts = {"review_at": review_at, "review_precision": round(float(precision[best]), 4),
+            "review_recall": round(float(recall[best]), 4)}  # fmt: skip
+    strict = np.flatnonzero(last & (precision >= AUTO_BLOCK_PRECISION) & (np.round(s, 4) > review_at))
+    if strict.size and review_at > 0:
+        i = int(strict[-1])  # the lowest such cut (scores descend)
+        cuts.update(block_at=round(float(s[i]), 4), block_precision=round(float(precision[i]), 4),
+                    block_recall=round(float(recall[i]), 4))  # fmt: skip
+        bands = DecisionBands(("allow", "review", "block"), (review_at, cuts["block_at"]))
+    else:
+        bands = DecisionBands(("allow", "review"), (review_at,))
+    metrics["decision_cuts"] = cuts
+    log.info("decision bands from the holdout: %s (%s)", bands, cuts)
+    return bands

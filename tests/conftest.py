@@ -7,9 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 from model import DEFAULT_SCHEMA_PATH
 from sam.local.emulator import MotoServer
+
+# `make mutation` runs pytest with --hypothesis-profile=mutation: a mutant that breaks a property is killed by
+# the first failing example; shrinking it (seconds to minutes) only tells a human why, and no human reads it.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], deadline=None)
 
 EVENTS_DIR = Path(__file__).parent / "events"
 REPO = Path(__file__).resolve().parent.parent

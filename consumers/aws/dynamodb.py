@@ -45,8 +45,11 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
     items: list[dict[str, dict[str, str]]] = []
     append = items.append
     digests = rows.digests if rows.digests is not None else [None] * len(rows)
-    columns = zip(rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals, digests, strict=True)
-    for event_id, score, pos, arrival, digest in columns:
+    decisions = rows.decisions if rows.decisions is not None else [None] * len(rows)
+    columns = zip(
+        rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals, digests, decisions, strict=True
+    )
+    for event_id, score, pos, arrival, digest, decision in columns:
         item = {
             "event_id": {"S": event_id},
             "score": {"N": f"{score:.9f}"},  # deterministic text for a float32 in [0, 1]
@@ -58,6 +61,8 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
         }
         if digest is not None:
             item[CONTENT_ATTR] = {"S": digest}
+        if decision is not None:
+            item["decision"] = {"S": decision}
         if pos.sub_sequence_number is not None:
             item["sub_sequence_number"] = {"N": str(pos.sub_sequence_number)}
         if ttl_s:

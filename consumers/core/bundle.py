@@ -42,6 +42,7 @@ from typing import Any
 
 import xgboost as xgb
 
+from consumers.core.decisions import BANDS_ATTR, CARD_KEY, BandsError, DecisionBands
 from consumers.core.errors import ModelError, SchemaError
 from consumers.core.schema import FeatureSchema
 
@@ -113,11 +114,13 @@ def write_bundle(
     *,
     metrics: dict[str, Any],
     training: dict[str, Any],
+    decisions: DecisionBands | None = None,
 ) -> dict[str, Any]:
     """Write the three files (card.json last: a directory with a card is complete) and return the card.
 
     ``metrics`` must contain ``holdout_auc``. ``model.ubj`` holds exactly ``booster.save_raw("ubj")``, the
-    bytes ``booster.save_model("model.ubj")`` writes, hashed in memory and written atomically.
+    bytes ``booster.save_model("model.ubj")`` writes, hashed in memory and written atomically. ``decisions``
+    (optional) are stored inside it too (``BANDS_ATTR``), so the version covers them, and copied to the card.
     """
     if booster.feature_names != schema.names:
         raise ModelError(
@@ -132,6 +135,7 @@ def write_bundle(
     booster.set_attr(
         **{TRAINED_SCHEMA_ATTR: sha256_hex(features)}
     )  # saved inside model.ubj: the version covers it
+    booster.set_attr(**{BANDS_ATTR: decisions.canonical() if decisions is not None else None})
     model = bytes(booster.save_raw(raw_format="ubj"))
     model_sha = sha256_hex(model)
     card: dict[str, Any] = {
@@ -149,6 +153,8 @@ def write_bundle(
         "format": "ubj",
         "model_bytes": len(model),
     }
+    if decisions is not None:
+        card[CARD_KEY] = decisions.to_json()
     _atomic_write(out / MODEL_FILE, model)
     _atomic_write(out / FEATURES_FILE, features)
     _atomic_write(out / CARD_FILE, _card_json_bytes(card))
@@ -164,6 +170,7 @@ class ModelBundle:
     schema: FeatureSchema
     card: dict[str, Any]
     uri: str
+    decisions: DecisionBands | None = None  # the model's decision bands, if it declares any
 
     @property
     def version(self) -> str:
@@ -288,10 +295,30 @@ def _build(card: dict[str, Any], model: bytes, features: bytes, uri: str) -> Mod
             f"objective is {objective!r} in {MODEL_FILE} and {card['objective']!r} in {CARD_FILE}; "
             f"the consumer needs {OBJECTIVE!r} probabilities"
         )
+    decisions = _decisions(booster, card, bad)
     # By default a Booster predicts on every visible core; on one vCPU two threads double small-batch
     # latency (benchmarks/results/REPORT.md).
     booster.set_param({"nthread": 1})
-    return ModelBundle(booster=booster, schema=schema, card=card, uri=uri)
+    return ModelBundle(booster=booster, schema=schema, card=card, uri=uri, decisions=decisions)
+
+
+def _decisions(booster: xgb.Booster, card: dict[str, Any], bad: Any) -> DecisionBands | None:
+    """The bands inside model.ubj (covered by the version), which the card's copy must equal."""
+    stored, shown = booster.attr(BANDS_ATTR), card.get(CARD_KEY)
+    if stored is None:
+        if shown is not None:
+            raise bad(f"{CARD_FILE} declares decision bands that {MODEL_FILE} does not carry (edited card?)")
+        return None
+    try:
+        bands = DecisionBands.from_json(json.loads(stored))
+    except (ValueError, BandsError) as exc:
+        raise bad(f"{MODEL_FILE} carries invalid decision bands: {exc}") from exc
+    if shown != bands.to_json():
+        raise bad(
+            f"{CARD_FILE} decisions {shown!r} differ from the bands {MODEL_FILE} was written with "
+            f"({bands}): restore the card or write the bundle again"
+        )
+    return bands
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

@@ -57,6 +57,18 @@ class Settings:
     # cut
     dlq_overflow_bucket: str = ""
     dlq_overflow_prefix: str = "dead-letter/"
+    # Decisions and alerts (docs/alerts.md): alerts go to this EventBridge bus (empty: no alerts) for the
+    # decisions named (empty: every band but the model's first), without the raw payload unless asked.
+    alert_bus: str = ""
+    alert_decisions: tuple[str, ...] = ()
+    alert_source: str = "event-scoring"
+    alert_include_payload: bool = False
+    # Which items the scores table keeps: "all", or "actionable" (the alerting decisions only; needs the
+    # analytics sink, which keeps every score).
+    scores_write: str = "all"
+    # The analytics sink: one gzipped JSON Lines object per batch under this bucket/prefix (empty: off).
+    archive_bucket: str = ""
+    archive_prefix: str = "scores/"
 
     @classmethod
     def from_env(
@@ -129,4 +141,11 @@ class Settings:
             http_write_scores=boolean("HTTP_WRITE_SCORES", False),
             dlq_overflow_bucket=env.get("DLQ_OVERFLOW_BUCKET", "").strip(),
             dlq_overflow_prefix=env.get("DLQ_OVERFLOW_PREFIX", "").strip() or "dead-letter/",
+            alert_bus=env.get("ALERT_BUS", "").strip(),
+            alert_decisions=names("ALERT_DECISIONS", ()),
+            alert_source=env.get("ALERT_SOURCE", "").strip() or "event-scoring",
+            alert_include_payload=boolean("ALERT_INCLUDE_PAYLOAD", False),
+            scores_write=choice("SCORES_WRITE", "all", ("all", "actionable")),
+            archive_bucket=env.get("ARCHIVE_BUCKET", "").strip(),
+            archive_prefix=env.get("ARCHIVE_PREFIX", "").strip() or "scores/",
         )

@@ -27,15 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from consumers.core.actions import deliver
 from consumers.core.collisions import content_digest
 from consumers.core.decode import decode_event
 from consumers.core.features import Vectorizer
-from consumers.core.ports import Enricher, Quarantine, ScoreRows, Sink, WriteResult
+from consumers.core.ports import Actions, BatchKey, Enricher, Quarantine, ScoreRows, Sink
 from consumers.core.retry import Deadline
 from consumers.core.scoring import Scorer
-from consumers.core.types import BatchOutcome, BatchResponse, Overwrite, Position, Reason, Rejected
+from consumers.core.types import BatchOutcome, BatchResponse, Overwrite, Position, Rejected
 
 Span = Callable[[str], AbstractContextManager[Any]]
+NO_ACTIONS = Actions()
 
 
 def no_span(name: str) -> AbstractContextManager[Any]:
@@ -76,6 +78,7 @@ def process_batch(
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     span: Span = no_span,
     enricher: Enricher | None = None,
+    actions: Actions = NO_ACTIONS,
 ) -> BatchOutcome:
     stage = _Stages(span)
     with stage("decode"):
@@ -116,29 +119,38 @@ def process_batch(
             if data[lost] != data[won]:  # a producer's retry repeats the bytes; another event does not
                 collisions.append(Overwrite(positions[lost], positions[won]))
         rows_idx = list(winner.values())
+        row_scores = scores[rows_idx] if rows_idx else scores
+        bands = scorer.decisions
         rows = ScoreRows(
             ids=[vec.ids[m] for m in rows_idx],
-            scores=scores[rows_idx] if rows_idx else scores,
+            scores=row_scores,
             positions=[positions[m] for m in rows_idx],
             arrivals=[decoded.decoded[vec.ok_rows[m]].arrival for m in rows_idx],
             model_version=scorer.version,
             scored_at_ms=now_ms(),
             digests=[content_digest(data[m]) for m in rows_idx],
+            decisions=bands.decide(row_scores) if bands is not None else None,  # one searchsorted a batch
         )
 
     with stage("write"):
         # Throttled writes may use the whole budget; keep a slice for the dead-letter sends.
         reserve = min(2.0, 0.2 * max(deadline.remaining(), 0.0)) if rejected else 0.0
-        written = sink.write(rows, deadline.shortened(reserve)) if len(rows) else WriteResult()
-        unwritten, refused = set(written), written.refused
+        payloads = {rows.ids[i]: data[m] for i, m in enumerate(rows_idx)} if actions.alert_payload else None
+        delivery = deliver(
+            rows,
+            sink=sink,
+            actions=actions,
+            batch=batch_key(records),
+            deadline=deadline.shortened(reserve),
+            payloads=payloads,
+        )
+        unwritten, refused = delivery.unwritten, delivery.refused
         if refused:  # every record of a refused key goes to the dead-letter queue, each with its own data
             for m, key in enumerate(vec.ids):
                 if key in refused:
                     d = decoded.decoded[vec.ok_rows[m]]
-                    detail = f"the scores table refused the item ({refused[key]})"
-                    rejected.append(
-                        Rejected(d.position, Reason.ITEM_REFUSED, detail, d.data, d.partition_key, d.arrival)
-                    )
+                    reason, detail = refused[key]
+                    rejected.append(Rejected(d.position, reason, detail, d.data, d.partition_key, d.arrival))
     with stage("quarantine"):
         unsent = quarantine.send(rejected, source_arn, deadline) if rejected else []
 
@@ -158,4 +170,24 @@ def process_batch(
         timings_ms=stage.timings,
         model_version=scorer.version,
         collisions=collisions,
+        alerts_sent=delivery.alerts_sent,
+        decisions=_count(rows.decisions),
     )
+
+
+def batch_key(records: list[dict[str, Any]]) -> BatchKey | None:
+    """The batch's shard and first and last sequence numbers (Lambda delivers a batch from one shard)."""
+    if not records:
+        return None
+    return BatchKey(
+        records[0].get("eventID", "").partition(":")[0],
+        records[0]["kinesis"]["sequenceNumber"],
+        records[-1]["kinesis"]["sequenceNumber"],
+    )
+
+
+def _count(decisions: list[str] | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for d in decisions or ():
+        counts[d] = counts.get(d, 0) + 1
+    return counts

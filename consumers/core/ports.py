@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from consumers.core.alerts import Alert
 from consumers.core.retry import Deadline
 from consumers.core.types import Position, Rejected
 
@@ -30,6 +31,21 @@ class ScoreRows:
     # an overwrite by other content can be told from a re-delivery. None where no record stands behind a
     # score (a file row, an HTTP request).
     digests: list[str] | None = None
+    decisions: list[str] | None = None  # each row's decision band, when the model declares bands
+
+    def take(self, rows: Sequence[int]) -> ScoreRows:
+        """The rows at these indexes, in that order."""
+        idx = list(rows)
+        return ScoreRows(
+            ids=[self.ids[i] for i in idx],
+            scores=self.scores[idx] if idx else self.scores[:0],
+            positions=[self.positions[i] for i in idx],
+            arrivals=[self.arrivals[i] for i in idx],
+            model_version=self.model_version,
+            scored_at_ms=self.scored_at_ms,
+            digests=[self.digests[i] for i in idx] if self.digests is not None else None,
+            decisions=[self.decisions[i] for i in idx] if self.decisions is not None else None,
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,6 +72,40 @@ class Sink(Protocol):
     def write(self, rows: ScoreRows, deadline: Deadline) -> WriteResult:
         """Write every row; return the keys still unwritten at the deadline and those refused as poison."""
         ...
+
+
+class Alerter(Protocol):
+    def send(self, alerts: Sequence[Alert], deadline: Deadline) -> WriteResult:
+        """Publish every alert; return the event ids still unsent (retried) and those refused for good."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """A Kinesis batch's identity: its shard and first and last sequence numbers (a re-delivered batch has the
+    same key, so its analytics object is overwritten, not duplicated)."""
+
+    shard_id: str
+    first_sequence_number: str
+    last_sequence_number: str
+
+
+class Archive(Protocol):
+    def put(self, rows: ScoreRows, batch: BatchKey, deadline: Deadline) -> bool:
+        """Store every row of the batch in one object; False if it is not stored by the deadline."""
+        ...
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What happens with a batch's scores besides the scores table: alerts for the ``actionable`` decisions,
+    the analytics ``archive`` of every score, and which decisions the table keeps (``store``; None: all)."""
+
+    alerter: Alerter | None = None
+    actionable: frozenset[str] = frozenset()
+    alert_payload: bool = False
+    archive: Archive | None = None
+    store: frozenset[str] | None = None
 
 
 class Quarantine(Protocol):

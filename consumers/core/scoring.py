@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from consumers.core.decisions import DecisionBands
 from consumers.core.errors import PredictError
 from consumers.core.schema import FeatureSchema
 
@@ -19,19 +20,23 @@ from consumers.core.schema import FeatureSchema
 class Scorer(Protocol):
     version: str
     schema: FeatureSchema
+    decisions: DecisionBands | None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray: ...
 
 
 class BoosterScorer:
-    def __init__(self, booster: Any, schema: FeatureSchema, version: str) -> None:
+    def __init__(
+        self, booster: Any, schema: FeatureSchema, version: str, decisions: DecisionBands | None = None
+    ) -> None:
         self.booster = booster
         self.schema = schema
         self.version = version
+        self.decisions = decisions
 
     @classmethod
     def from_bundle(cls, bundle: Any) -> BoosterScorer:
-        return cls(bundle.booster, bundle.schema, bundle.version)
+        return cls(bundle.booster, bundle.schema, bundle.version, bundle.decisions)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         if matrix.dtype != np.float32 or not matrix.flags["C_CONTIGUOUS"] or matrix.ndim != 2:

@@ -67,6 +67,7 @@ class Reason(StrEnum):
     ITEM_REFUSED = (
         "item_refused"  # the scores table refused the record's item for its content (not a retry case)
     )
+    ALERT_REFUSED = "alert_refused"  # scored and stored, but EventBridge refused its alert's entry for good
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +137,5 @@ class BatchOutcome:
     timings_ms: dict[str, float]
     model_version: str = ""
     collisions: list[Overwrite] = field(default_factory=list)  # one id, other bytes, within the batch
+    alerts_sent: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)  # rows (distinct event ids) per decision

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -72,3 +73,18 @@ def scan_all(ddb: Any, table: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+ALERT_PATTERN = {"source": ["event-scoring"], "detail-type": ["Score decision"]}
+
+
+def create_alert_bus(events: Any, sqs: Any, bus: str, queue: str) -> str:
+    """The template's alert wiring: an event bus, a rule on the scorer's alerts and an SQS queue as its
+    target (the queue the example consumer reads). Returns the queue's URL."""
+    events.create_event_bus(Name=bus)
+    url = create_queue(sqs, queue)
+    events.put_rule(Name=f"{bus}-to-queue", EventBusName=bus, EventPattern=json.dumps(ALERT_PATTERN))
+    events.put_targets(
+        Rule=f"{bus}-to-queue", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn(sqs, url)}]
+    )
+    return url

@@ -295,6 +295,7 @@ def test_settings_build_the_enricher_or_none():
 class RecordingScorer:
     def __init__(self, scorer) -> None:
         self.inner, self.version, self.schema, self.matrices = scorer, scorer.version, scorer.schema, []
+        self.decisions = scorer.decisions
 
     def predict(self, matrix):
         self.matrices.append(matrix.copy())
