@@ -3,11 +3,12 @@
     taskset -c 1 .venv/bin/python -m benchmarks.fake_ddb --port 0 [--latency-ms 10]
 
 Raw asyncio HTTP/1.1 with keep-alive: BatchWriteItem -> ``{"UnprocessedItems":{}}``, PutItem -> ``{}``,
-anything else -> ``{}``; every response carries ``x-amz-crc32`` (botocore checks it) and a request id.
-With ``--latency-ms`` each response waits that long (``asyncio.sleep``: concurrent requests overlap, as
-on the service). ``GET /stats`` returns request and item counts (JSON); ``POST /reset`` zeroes them.
-The first line on stdout is ``PORT <n>`` (the parent reads it). In the benchmarks it runs as its own
-process pinned to the other core, so none of its CPU is counted as client CPU.
+EventBridge PutEvents -> every entry accepted, anything else (an S3 PutObject) -> ``{}``; every response
+carries ``x-amz-crc32`` (botocore checks it) and a request id. With ``--latency-ms`` each response waits that
+long (``asyncio.sleep``: concurrent requests overlap, as on the service). ``GET /stats`` returns request and
+item counts (JSON); ``POST /reset`` zeroes them. The first line on stdout is ``PORT <n>`` (the parent reads
+it). In the benchmarks it runs as its own process pinned to the other core, so none of its CPU is counted as
+client CPU.
 
 ``FakeDynamoDB`` starts and stops it from Python (``with FakeDynamoDB(latency_ms=10) as f: f.endpoint``).
 """
@@ -55,6 +56,10 @@ def _response(
 # Prebuilt answers (one fixed request id each): the endpoint should cost as little as possible per request.
 _CANNED = {target: _response(body) for target, body in _BODIES.items()}
 _DEFAULT = _response(b"{}")
+_S3_PUT = (
+    b'HTTP/1.1 200 OK\r\nETag: "0"\r\nx-amz-request-id: 0\r\nContent-Length: 0\r\n'
+    b"Connection: keep-alive\r\n\r\n"
+)
 
 
 class _Server:
@@ -81,6 +86,9 @@ class _Server:
                         length = int(value)
                     elif lname == b"x-amz-target":
                         target = value.strip()
+                if b"expect: 100-continue" in head.lower():  # S3 PutObject waits for it before the body
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    await writer.drain()
                 body = await reader.readexactly(length) if length else b""
                 if method == b"GET" and path.startswith(b"/stats"):
                     out = json.dumps(
@@ -100,7 +108,14 @@ class _Server:
                 self.items += body.count(b'"PutRequest"') if target.endswith(b"BatchWriteItem") else 1
                 if self.latency_s:
                     await asyncio.sleep(self.latency_s)
-                writer.write(_CANNED.get(target, _DEFAULT))
+                if method == b"PUT":  # S3 PutObject
+                    writer.write(_S3_PUT)
+                elif target == b"AWSEvents.PutEvents":  # one result per entry, all accepted
+                    n = body.count(b'"Source"')
+                    entries = ",".join(f'{{"EventId":"e{i}"}}' for i in range(n))
+                    writer.write(_response(b'{"FailedEntryCount":0,"Entries":[' + entries.encode() + b"]}"))
+                else:
+                    writer.write(_CANNED.get(target, _DEFAULT))
                 await writer.drain()
         finally:
             writer.close()

@@ -290,7 +290,7 @@ def test_stream_mode_encryption_and_existing_stream(template):
 def test_scores_table(template):
     table = template["Resources"]["ScoresTable"]
     props = table["Properties"]
-    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert default(template, props["BillingMode"]) == "PAY_PER_REQUEST"  # on demand unless asked
     assert props["KeySchema"] == [{"AttributeName": "event_id", "KeyType": "HASH"}]
     assert props["AttributeDefinitions"] == [{"AttributeName": "event_id", "AttributeType": "S"}]
     assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
@@ -301,6 +301,41 @@ def test_scores_table(template):
     sink = ast.parse((REPO / "consumers" / "aws" / "dynamodb.py").read_text())
     strings = {n.value for n in ast.walk(sink) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert {"event_id", "ttl"} <= strings
+
+
+def test_provisioned_scores_scale_writes_by_target_tracking(template):
+    res = template["Resources"]
+    assert template["Parameters"]["ScoresBillingMode"]["AllowedValues"] == ["PAY_PER_REQUEST", "PROVISIONED"]
+    target, policy = res["ScoresWriteScaling"], res["ScoresWriteScalingPolicy"]
+    assert target["Condition"] == policy["Condition"] == "ProvisionedScores"
+    assert target["Properties"]["ScalableDimension"] == "dynamodb:table:WriteCapacityUnits"
+    assert target["Properties"]["ResourceId"] == {"Fn::Sub": "table/${ScoresTable}"}
+    tracking = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    metric = tracking["PredefinedMetricSpecification"]["PredefinedMetricType"]
+    assert metric == "DynamoDBWriteCapacityUtilization"
+
+
+def test_alerts_bus_rule_queue_and_dlq(template):
+    res = template["Resources"]
+    rule = res["AlertRule"]["Properties"]
+    assert rule["EventBusName"] == {"Ref": "AlertBus"}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["AlertQueue", "Arn"]}
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["AlertQueueDlq", "Arn"]}
+    # the rule matches what the code sends (consumers/core/alerts.py)
+    from consumers.core.alerts import DEFAULT_SOURCE, DETAIL_TYPE
+
+    assert rule["EventPattern"] == {"source": [DEFAULT_SOURCE], "detail-type": [DETAIL_TYPE]}
+    (statement,) = res["AlertQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["AlertRule", "Arn"]}}}
+    # the local mode builds the same wiring (sam/local/resources.py)
+    from sam.local.resources import ALERT_PATTERN
+
+    assert rule["EventPattern"] == ALERT_PATTERN
+    # and actionable writes cannot be deployed without the archive that keeps the other scores
+    rule_ = template["Rules"]["ActionableWritesNeedTheArchive"]
+    assert rule_["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ArchiveScores"}, "true"]}
 
 
 def test_queues_are_encrypted_and_keep_messages_14_days(template):
@@ -343,6 +378,7 @@ def test_alarms(template):
         ("AWS/Lambda", "Throttles", ("ScoringFunction",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("QuarantineQueue",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("FailureQueue",)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("AlertQueueDlq",)),
         ("AWS/Lambda", "Errors", ("BatchScoringFunction",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("BatchFailureQueue",)),
         ("AWS/ApiGateway", "5xx", ("ScoringHttpApi",)),
@@ -456,7 +492,8 @@ CODE_RESOURCES = {
     "dynamodb": {"ScoresTable"},
     "sqs": {"QuarantineQueue"},
     "s3": {"ModelBucket", "ModelBucketName", "ModelPrefix"},
-    "s3:PutObject": {"DeadLetterOverflowBucket"},  # dead-letter data too large for a message
+    "s3:PutObject": {"DeadLetterOverflowBucket", "ScoresArchiveBucket"},  # dead-letter overflow, the archive
+    "events": {"AlertBus"},
 }
 
 _LAMBDA_RUNTIME = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}
@@ -512,6 +549,7 @@ def code_resources(function: str, action: str) -> set[str]:
 
 
 CLIENT_FACTORIES = {"client", "create_client", "resource"}
+NOT_CLIENTS = {"socket", "ssl", "os", "shutil", "gzip", "zlib", "json", "orjson"}  # modules, not clients
 
 
 def shipped_sources(module: str = "consumers.handler") -> dict[str, Path]:
@@ -519,7 +557,7 @@ def shipped_sources(module: str = "consumers.handler") -> dict[str, Path]:
     import graph of consumers/, imports inside functions included)."""
     import grimp
 
-    graph = grimp.build_graph("consumers")
+    graph = grimp.build_graph("consumers", cache_dir=None)  # a cache can lag behind files changed this second
     names = {module} | graph.find_upstream_modules(module)
     files = {}
     for name in names:
@@ -576,6 +614,9 @@ def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str
         where_file = str(sources[name].relative_to(REPO))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                target = node.func.value
+                if isinstance(target, ast.Name) and target.id in NOT_CLIENTS:
+                    continue  # socket.create_connection is not EventBridge's CreateConnection
                 for svc, meta in models.items():
                     if node.func.attr in meta.method_to_api_mapping:
                         add(svc, meta.method_to_api_mapping[node.func.attr], f"{where_file}:{node.lineno}")

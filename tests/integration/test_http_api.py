@@ -127,11 +127,13 @@ def test_every_reason_the_handler_gives_is_documented():
 
     enum = set(resolve({"$ref": "#/components/schemas/Error"})["properties"]["reason"]["enum"])
     # stream only: KPL and record size; item_refused (the HTTP API answers 503 when its table refuses a write)
+    # and alert_refused (the HTTP API sends no alerts)
     kinesis_only = {
         Reason.BAD_AGGREGATE,
         Reason.BAD_AGGREGATE_CHECKSUM,
         Reason.OVERSIZED,
         Reason.ITEM_REFUSED,
+        Reason.ALERT_REFUSED,
     }
     assert {r.value for r in Reason} - {r.value for r in kinesis_only} <= enum
     # and every reason literal in the handler's error(...) calls

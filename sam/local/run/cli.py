@@ -18,7 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumers.core.errors import ScoringError
 from sam.local.emulator import MotoServer
 from sam.local.poller import DropEMF, EventSourceSettings, Poller
-from sam.local.resources import create_queue, create_scores_table, create_stream
+from sam.local.resources import create_alert_bus, create_queue, create_scores_table, create_stream
+from sam.local.run.alerts_check import AlertCheck, check_alerts, decisions
 from sam.local.run.argtypes import count, fraction, positive
 from sam.local.run.config import (
     DEFAULT_TEMPLATE,
@@ -172,6 +173,7 @@ def _run(
         # The run checks its own records: read from LATEST (the poller has its iterators before the first
         # publish), not from the template's TRIM_HORIZON, which would re-score the stream's whole retention.
         settings = dataclasses.replace(settings, starting_position="LATEST")
+        alert_url = ""  # on AWS the deployed rule's queue belongs to its consumer: not read here
     else:
         target = f"moto server {server.endpoint} (stopped at exit)"
         args.stream_name, table = LOCAL_NAMES["stream"], LOCAL_NAMES["table"]
@@ -179,8 +181,13 @@ def _run(
         create_scores_table(ddb, table)
         dlq_url = create_queue(sqs, LOCAL_NAMES["dlq"])
         failure_url = create_queue(sqs, LOCAL_NAMES["failure_queue"])
+        alert_url = create_alert_bus(
+            session.client("events"), sqs, LOCAL_NAMES["alert_bus"], LOCAL_NAMES["alerts"]
+        )
 
     env = handler_environment(fn_env, table=table, dlq_url=dlq_url)
+    if server is not None:
+        env["ALERT_BUS"] = LOCAL_NAMES["alert_bus"]
     os.environ.update(env)
     sys.stdout = DropEMF(sys.stdout)  # POWERTOOLS_METRICS_DISABLED, also for single_metric
 
@@ -214,6 +221,7 @@ def _run(
     progress = ProgressLine()
     errors: list[str] = []
     drain = None if args.aws else QueueDrain(session.client("sqs"), dlq_url).start()
+    alert_drain = None if server is None else QueueDrain(session.client("sqs"), alert_url).start()
     poller.start()
     if not poller.wait_ready(30):
         errors.append("the poller did not get its shard iterators within 30 s")
@@ -262,12 +270,15 @@ def _run(
         progress.close()
         poller.stop()
         thread.join(30)
-        if drain is not None and (stop.is_set() or errors):
-            drain.stop()  # no read-back follows
+        if stop.is_set() or errors:  # no read-back follows
+            for d in (drain, alert_drain):
+                if d is not None:
+                    d.stop()
     if producer.error is not None:
         errors.append(f"producer: {producer.error}")
     interrupted = bool(signals)
     truth: Truth | None = None
+    alerts: AlertCheck | None = None
     if not interrupted and not errors:
         print("reading back DynamoDB items and queue messages ...", file=sys.stderr, flush=True)
         t_read = time.monotonic()
@@ -282,6 +293,9 @@ def _run(
                 local=not args.aws,
                 dlq_bodies=drain.finish() if drain is not None else None,
             )
+            if alert_drain is not None:
+                actionable = handler_module.runtime().actions.actionable
+                alerts = check_alerts(decisions(ddb, table), actionable, alert_drain.finish())
         except (BotoCoreError, ClientError) as exc:
             errors.append(f"read-back failed: {exc}")
         print(f"read back in {time.monotonic() - t_read:.1f} s", file=sys.stderr, flush=True)
@@ -300,6 +314,7 @@ def _run(
         cold_start_s=cold_start_s,
         interrupted=interrupted,
         errors=errors,
+        alerts=alerts,
     )
     print(text, flush=True)
     if interrupted:

@@ -20,6 +20,8 @@ LOCAL_NAMES = {
     "table": "scores",
     "dlq": "scoring-dlq",
     "failure_queue": "scoring-failures",
+    "alert_bus": "scoring-alerts",
+    "alerts": "scoring-alerts-example",  # the example rule's target queue
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sam.local.poller import percentile
+from sam.local.run.alerts_check import AlertCheck
 from sam.local.run.config import REPO
 from sam.local.run.producer_driver import Expected
 from sam.local.run.tally import Tally
@@ -39,6 +40,7 @@ def summary(
     cold_start_s: float,
     interrupted: bool,
     errors: list[str],
+    alerts: AlertCheck | None = None,
 ) -> tuple[str, bool]:
     """The summary table, and whether the run is OK (every record accounted for)."""
     lines: list[str] = []
@@ -193,11 +195,12 @@ def summary(
         add("")
         add("  items read back from DynamoDB:")
         picks = sample_items(exp, truth)
-        cols = ("event_id", "score", "model_version", "shard_id", "sequence_number")
+        cols = ("event_id", "score", "decision", "model_version", "shard_id", "sequence_number")
         table = [cols] + [
             (
                 it["event_id"]["S"],
                 f"{float(it['score']['N']):.6f}",
+                it.get("decision", {}).get("S", "-"),
                 it["model_version"]["S"],
                 it["shard_id"]["S"],
                 it["sequence_number"]["S"]
@@ -214,6 +217,15 @@ def summary(
             f"  on-failure messages ({len(truth.failure_messages)}), first: "
             f"{json.dumps(truth.failure_messages[0]['KinesisBatchInfo'])}"
         )
+    if alerts is not None:
+        add("")
+        add(f"  {alerts.line()}")
+        ok = ok and alerts.ok
+        if not alerts.ok:
+            errors = [
+                *errors,
+                f"alerts: missing for {alerts.missing[:5]}, unexpected for {alerts.unexpected[:5]}",
+            ]
     for e in errors:
         add(f"  error: {e}")
     add("")

@@ -1,0 +1,133 @@
+"""CPU per batch of the score actions (issue 14): alerts to EventBridge at a 1% actionable rate and the
+analytics archive (one gzipped JSON Lines object per batch), each on and off, in ONE run, interleaved:
+
+    taskset -c 0 .venv/bin/python -m benchmarks.actions [--size 4300] [--rounds 7]
+
+The pipeline as the handler runs it (``process_batch`` with the default lean DynamoDB writer, the real
+``EventBridgeAlerts`` and ``S3Archive`` with botocore clients) against the instant fake endpoint
+(benchmarks/fake_ddb.py, its own process on the other core: none of its CPU is counted). The model's bands
+are set so that exactly 1% of the batch is actionable. Reports median CPU ms per batch per variant and the
+ratio to ``off``; budget: each <= +10%. Writes ``results/actions.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import RESULTS, aws_env, build_event, endpoint, log, pin
+
+VARIANTS = ("off", "alerts", "archive", "both")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=4300, help="records per batch (~4,300 fit Lambda's 6 MB)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--batches", type=int, default=5, help="batches per variant per round")
+    args = ap.parse_args(argv)
+    pin()
+    with endpoint("instant") as server:
+        os.environ.update(aws_env(server.endpoint))
+        import boto3
+
+        from consumers.aws.archive import S3Archive
+        from consumers.aws.clients import backoff_from, build_sink, client, client_config
+        from consumers.aws.eventbridge import EventBridgeAlerts
+        from consumers.core.bundle import load_bundle
+        from consumers.core.config import Settings
+        from consumers.core.decisions import DecisionBands
+        from consumers.core.features import Vectorizer
+        from consumers.core.pipeline import NO_ACTIONS, process_batch
+        from consumers.core.ports import Actions
+        from consumers.core.retry import Deadline
+        from consumers.core.scoring import BoosterScorer
+        from model import DEFAULT_BUNDLE_DIR
+        from tests.helpers import MemoryQuarantine
+
+        session = boto3.session.Session()
+        settings = Settings(scores_table="scores", dlq_url="", model_uri=str(DEFAULT_BUNDLE_DIR))
+        bundle = load_bundle(str(DEFAULT_BUNDLE_DIR))
+        event = build_event(args.size)
+        vectorizer = Vectorizer(bundle.schema)
+        plain = BoosterScorer.from_bundle(bundle)
+        from consumers.core.decode import decode_event
+
+        matrix = vectorizer([d.event for d in decode_event(event, max_event_bytes=65536).decoded]).matrix
+        cut = float(np.quantile(plain.predict(matrix).astype(np.float64), 0.99))
+        bands = DecisionBands(("allow", "review"), (cut,))
+        scorer = BoosterScorer(bundle.booster, bundle.schema, bundle.version, bands)
+        backoff = backoff_from(settings)
+        sink = build_sink(settings, session, backoff=backoff)
+        alerter = EventBridgeAlerts(client(session, "events", client_config(4)), "alerts", backoff=backoff)
+        archive = S3Archive(client(session, "s3", client_config(4)), "archive", "scores/", backoff=backoff)
+        actionable = frozenset({"review"})
+        actions = {
+            "off": NO_ACTIONS,
+            "alerts": Actions(alerter=alerter, actionable=actionable),
+            "archive": Actions(archive=archive),
+            "both": Actions(alerter=alerter, actionable=actionable, archive=archive),
+        }
+
+        def batch(variant: str) -> tuple[float, Any]:
+            cpu = time.process_time()
+            out = process_batch(
+                event,
+                scorer=scorer,
+                vectorizer=vectorizer,
+                sink=sink,
+                quarantine=MemoryQuarantine(),
+                deadline=Deadline(30),
+                max_event_bytes=65536,
+                actions=actions[variant],
+            )
+            return (time.process_time() - cpu) * 1000, out
+
+        for v in VARIANTS:  # warm every path (connections, caches)
+            batch(v)
+        cpu_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        alerts_per_batch = 0
+        for r in range(args.rounds):
+            order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+            for v in order:
+                samples = []
+                for _ in range(args.batches):
+                    ms, out = batch(v)
+                    samples.append(ms)
+                    if v == "alerts":
+                        alerts_per_batch = out.alerts_sent
+                cpu_ms[v].append(statistics.median(samples))
+            log(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v} {cpu_ms[v][-1]:.1f} ms" for v in VARIANTS))
+        sink_close = getattr(sink, "executor", None)
+        if sink_close is not None:
+            sink_close.shutdown(wait=False)
+    median = {v: round(statistics.median(cpu_ms[v]), 2) for v in VARIANTS}
+    result = {
+        "benchmark": "actions",
+        "size": args.size,
+        "rounds": args.rounds,
+        "actionable_share": 0.01,
+        "alerts_per_batch": alerts_per_batch,
+        "cpu_ms_per_batch": cpu_ms,
+        "median_cpu_ms_per_batch": median,
+        "vs_off": {v: round(median[v] / median["off"], 3) for v in VARIANTS},
+        "budget": "alerts and archive each <= 1.10 x off",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "actions.json").write_text(json.dumps(result, indent=1) + "\n")
+    log(
+        f"median CPU per batch of {args.size}: "
+        + ", ".join(f"{v} {median[v]:.1f} ms ({result['vs_off'][v]:.3f}x)" for v in VARIANTS)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
