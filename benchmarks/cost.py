@@ -17,6 +17,12 @@ DynamoDB on-demand writes (1 WRU per item below 1 KB) and Kinesis (on-demand: pe
 record rounded up to 1 KB; provisioned: per 25 KB PUT payload unit) do not depend on the batch size;
 they are listed for the total. Hourly charges (stream-hours, shard-hours) are left out: they do not scale
 per event. Prices: us-east-1 list prices used below, editable in ``PRICES``.
+
+``storage``: each way to keep the scores (docs/alerts.md), per million events and per hour at 100,000 events/s:
+DynamoDB on demand; provisioned at the auto-scaling target utilization (70 %: WCU = rate / 0.7, steady rate);
+the S3 archive (one PUT per batch of ``ARCHIVE_BATCH`` and a month of storage, at the measured gzipped size);
+Firehose in its place (5 KB billed per record); SCORES_WRITE=actionable (table writes for 1 % plus the archive);
+and EventBridge alerts at 1 % actionable.
 """
 
 from __future__ import annotations
@@ -35,7 +41,16 @@ PRICES = {
     "kinesis_on_demand_gb_in": 0.08,
     "kinesis_on_demand_gb_out": 0.04,
     "kinesis_provisioned_put_unit": 0.014 / 1e6,
+    "dynamodb_provisioned_wcu_hour": 0.00065,
+    "s3_put": 0.005 / 1000,
+    "s3_gb_month": 0.023,
+    "eventbridge_event": 1.00 / 1e6,  # custom events, per 64 KB chunk
+    "firehose_gb": 0.029,  # Direct PUT, each record rounded up to 5 KB
 }
+RATE_EVENTS_PER_S = 100_000  # the capacity target of the storage table
+ARCHIVE_BATCH = 1000  # events per archive object at 100k events/s on 100 shards with a 1 s window
+ACTIONABLE_SHARE = 0.01
+TARGET_UTILIZATION = 0.70  # the template's ScoresTargetUtilization default
 FULL_VCPU_MB = 1769
 LATENCY_SLACK = 1.10
 RSS_HEADROOM = 1.20
@@ -70,6 +85,61 @@ def fixed_per_million() -> dict[str, float]:
             gib * (PRICES["kinesis_on_demand_gb_in"] + PRICES["kinesis_on_demand_gb_out"]), 4
         ),
         "kinesis_provisioned_put_units": round(PRICES["kinesis_provisioned_put_unit"] * 1e6, 4),
+    }
+
+
+def archive_bytes_per_event(n: int = 5000) -> float:
+    """Measured: gzipped JSON Lines bytes per score in an archive object (consumers/aws/archive.py)."""
+    import gzip
+
+    from benchmarks.common import sample_rows
+    from consumers.aws.archive import lines
+
+    import dataclasses
+    import random
+    import uuid
+
+    rng = random.Random(7)
+    rows = sample_rows(n)  # random scores, sequence numbers as Kinesis gives them
+    rows = dataclasses.replace(
+        rows,
+        ids=[str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)],  # ids as apps make them
+        arrivals=[a + rng.random() for a in rows.arrivals],
+        decisions=[rng.choice(("allow",) * 98 + ("review", "block")) for _ in range(n)],
+    )
+    return len(gzip.compress(lines(rows), compresslevel=6, mtime=0)) / n
+
+
+def storage_options() -> dict[str, Any]:
+    """US$ per million events and per hour at RATE_EVENTS_PER_S for each way to keep the scores (issue 14),
+    a month's archive storage included for the archive (30 days at the rate)."""
+    per_hour_events = RATE_EVENTS_PER_S * 3600
+    millions_per_hour = per_hour_events / 1e6
+    gz = archive_bytes_per_event()
+    on_demand = PRICES["dynamodb_on_demand_wru"] * 1e6
+    wcu = RATE_EVENTS_PER_S / TARGET_UTILIZATION
+    provisioned = wcu * PRICES["dynamodb_provisioned_wcu_hour"] / millions_per_hour
+    puts = PRICES["s3_put"] * 1e6 / ARCHIVE_BATCH
+    stored = gz * 1e6 / 2**30 * PRICES["s3_gb_month"]  # one month of a million events' objects
+    archive = puts + stored
+    firehose = 1e6 * 5 / 2**20 * PRICES["firehose_gb"]  # 5 KB minimum per record
+    alerts = ACTIONABLE_SHARE * 1e6 * PRICES["eventbridge_event"]
+    options = {
+        "dynamodb_on_demand": on_demand,
+        "dynamodb_provisioned_autoscaling": provisioned,
+        "archive_s3": archive,
+        "archive_firehose_instead": firehose,
+        "actionable_dynamodb_on_demand_plus_archive": ACTIONABLE_SHARE * on_demand + archive,
+        "alerts_eventbridge": alerts,
+    }
+    return {
+        "rate_events_per_s": RATE_EVENTS_PER_S,
+        "archive_batch_events": ARCHIVE_BATCH,
+        "archive_gz_bytes_per_event": round(gz, 1),
+        "actionable_share": ACTIONABLE_SHARE,
+        "provisioned_wcu": round(wcu),
+        "usd_per_million": {k: round(v, 4) for k, v in options.items()},
+        "usd_per_hour": {k: round(v * millions_per_hour, 2) for k, v in options.items()},
     }
 
 
@@ -116,6 +186,7 @@ def model(compare: dict[str, Any], target: str = "latency10") -> dict[str, Any]:
             "arm64_duration": "same as measured x86_64 duration (not measured on Graviton)",
         },
         "rows": rows,
+        "storage": storage_options(),
     }
 
 
@@ -123,6 +194,9 @@ def main() -> int:
     compare = json.loads((RESULTS / "compare.json").read_text())
     result = model(compare)
     (RESULTS / "cost.json").write_text(json.dumps(result, indent=1) + "\n")
+    st = result["storage"]
+    for name, usd in st["usd_per_million"].items():
+        print(f"storage {name:45s} ${usd:8.4f}/M events  ${st['usd_per_hour'][name]:9.2f}/h at 100k/s")
     for r in result["rows"]:
         print(
             f"{r['variant']:16s} {r['size']:6d} x86 1769: ${r['usd_per_m_x86_64_1769']:.3f}/M, "
