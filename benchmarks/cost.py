@@ -18,11 +18,11 @@ record rounded up to 1 KB; provisioned: per 25 KB PUT payload unit) do not depen
 they are listed for the total. Hourly charges (stream-hours, shard-hours) are left out: they do not scale
 per event. Prices: us-east-1 list prices used below, editable in ``PRICES``.
 
-``storage``: each way to keep the scores (docs/alerts.md), per million events and per hour at 100,000 events/s:
-DynamoDB on demand; provisioned at the auto-scaling target utilization (70 %: WCU = rate / 0.7, steady rate);
-the S3 archive (one PUT per batch of ``ARCHIVE_BATCH`` and a month of storage, at the measured gzipped size);
-Firehose in its place (5 KB billed per record); SCORES_WRITE=actionable (table writes for 1 % plus the archive);
-and EventBridge alerts at 1 % actionable.
+``storage``: each way to keep the scores (docs/alerts.md), per million events and per hour at 100,000
+events/s: DynamoDB on demand; provisioned at the auto-scaling target utilization (70 %: WCU = rate / 0.7,
+steady rate); the S3 archive (one PUT per batch of ``ARCHIVE_BATCH`` and a month of storage, at the measured
+gzipped size); Firehose in its place (5 KB billed per record); SCORES_WRITE=actionable (table writes for 1 %
+plus the archive); and EventBridge alerts at 1 % actionable.
 """
 
 from __future__ import annotations
@@ -90,14 +90,13 @@ def fixed_per_million() -> dict[str, float]:
 
 def archive_bytes_per_event(n: int = 5000) -> float:
     """Measured: gzipped JSON Lines bytes per score in an archive object (consumers/aws/archive.py)."""
+    import dataclasses
     import gzip
+    import random
+    import uuid
 
     from benchmarks.common import sample_rows
     from consumers.aws.archive import lines
-
-    import dataclasses
-    import random
-    import uuid
 
     rng = random.Random(7)
     rows = sample_rows(n)  # random scores, sequence numbers as Kinesis gives them

@@ -45,7 +45,14 @@ from consumers.core.features import Vectorizer
 from model.synthetic import generate_events
 from sam.local.faults import FaultProxy, HandlerFaults
 from sam.local.poller import EventSourceSettings, Poller, ResourceRef
-from sam.local.resources import create_queue, create_scores_table, create_stream, drain_queue
+from sam.local.resources import (
+    create_alert_bus,
+    create_queue,
+    create_scores_table,
+    create_stream,
+    drain_queue,
+)
+from sam.local.run.alerts_check import check_alerts, decisions
 from sam.local.run.producer_driver import CHUNK, Producer
 from sam.local.run.tally import Tally, wrap_handler
 from sam.local.soak.delivery import DeliveryLog
@@ -54,6 +61,7 @@ from tests.conftest import REPO
 TEMPLATE = REPO / "sam" / "template.yaml"
 BUNDLE = REPO / "model" / "bundles" / "default"
 STREAM, TABLE, DLQ, FAILURES = "events", "scores", "scoring-dlq", "scoring-failures"
+ALERT_BUS, ALERT_QUEUE = "fault-alerts", "fault-alerts-example"
 
 # inject(proxy, handler_faults) switches a fault on and returns a function telling when it cleared
 # (monotonic; None while it is on).
@@ -160,6 +168,8 @@ class Outcome:
     cleared_before_done: bool = True
     wall_s: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
+    alerts: int = 0  # alert messages on the example rule's queue
+    alert_duplicates: int = 0  # beyond one per (event_id, model_version): resent after a retry
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -193,6 +203,7 @@ class Outcome:
             "poller retries": f"{self.poller_retries:,}",
             "read retries": f"{self.read_retries:,}",
             "redelivered": f"{self.redeliveries:,}",
+            "alerts (dup)": f"{self.alerts:,} ({self.alert_duplicates:,})",
             "drain": drain,
             "wall": f"{self.wall_s:.1f} s",
             "ok": "yes" if not self.problems else f"NO ({len(self.problems)})",
@@ -263,11 +274,14 @@ def run_pipeline(
         aws_secret_access_key="testing",
         aws_session_token="testing",
     )
-    direct = {s: session.client(s, endpoint_url=moto.endpoint) for s in ("dynamodb", "sqs", "kinesis")}
+    direct = {
+        s: session.client(s, endpoint_url=moto.endpoint) for s in ("dynamodb", "sqs", "kinesis", "events")
+    }
     create_stream(direct["kinesis"], STREAM, shards)
     create_scores_table(direct["dynamodb"], TABLE)
     dlq_url = create_queue(direct["sqs"], DLQ)
     failures_url = create_queue(direct["sqs"], FAILURES)
+    alert_url = create_alert_bus(direct["events"], direct["sqs"], ALERT_BUS, ALERT_QUEUE)
 
     fn_env, template_settings = _template()
     handler_env = {
@@ -275,6 +289,7 @@ def run_pipeline(
         **proxy.env(),
         "SCORES_TABLE": TABLE,
         "DLQ_URL": dlq_url,
+        "ALERT_BUS": ALERT_BUS,
         "MODEL_URI": str(BUNDLE),
         "MODEL_CACHE_DIR": os.path.join(tempfile.gettempdir(), "fault-suite-model-cache"),
         "POWERTOOLS_METRICS_DISABLED": "true",
@@ -378,6 +393,8 @@ def run_pipeline(
             stop.set()
             poller.stop()
             thread.join(30)
+            live = handler.RUNTIME.current
+            actionable = live.actions.actionable if live is not None else frozenset()
             handler.RUNTIME.reset()
         # A few dozen messages: read at the end (moto's ReceiveMessage is O(queue length) per message).
         bodies = [json.loads(m["Body"]) for m in drain_queue(direct["sqs"], dlq_url)]
@@ -406,6 +423,17 @@ def run_pipeline(
         stats,
         deliveries,
     )
+    alerts = check_alerts(
+        decisions(direct["dynamodb"], TABLE),
+        actionable,
+        [json.loads(m["Body"]) for m in drain_queue(direct["sqs"], alert_url)],
+    )
+    out.alerts, out.alert_duplicates = alerts.messages, alerts.duplicates
+    if not alerts.ok:
+        out.problems.append(
+            f"alerts: {len(alerts.missing)} actionable events without one ({alerts.missing[:3]}), "
+            f"{len(alerts.unexpected)} unexpected ({alerts.unexpected[:3]})"
+        )
     return out
 
 
@@ -608,6 +636,18 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         "sqs_outage through the first invocation, Timeout 3 s",
         lambda: proxy_fault("sqs_outage", until_invocations=1),
+        {**SHORT_TIMEOUT, "clear_at": None},
+        expect=_need(retried=1),
+    ),
+    Scenario("events_throttle p=0.5", lambda: proxy_fault("events_throttle", p=0.5, count=N)),
+    Scenario(
+        "events_failed_entries share=0.5 x3",
+        lambda: proxy_fault("events_failed_entries", share=0.5, count=3),
+        expect=_need(injected_items=1),
+    ),
+    Scenario(
+        "events_outage through the first invocation, Timeout 3 s",
+        lambda: proxy_fault("events_outage", until_invocations=1),
         {**SHORT_TIMEOUT, "clear_at": None},
         expect=_need(retried=1),
     ),

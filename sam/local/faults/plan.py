@@ -18,7 +18,7 @@ log = logging.getLogger("sam.local.faults")
 class FaultSpec:
     """What a named fault does: the requests it matches and the action, with default parameters."""
 
-    service: str | None  # SigV4 service name ("dynamodb", "sqs", "kinesis"); None: any
+    service: str | None  # SigV4 service name ("dynamodb", "sqs", "kinesis", "events"); None: any
     ops: frozenset[str] | None  # operations; None: any
     action: str  # "error" | "reset" | "unprocessed" | "failed_entries" | "crc" | "latency"
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -57,11 +57,18 @@ FAULTS: dict[str, FaultSpec] = {
     ),
     "kinesis_5xx": FaultSpec("kinesis", _ops("GetRecords"), "error", {"status": 500}),
     "kinesis_reset": FaultSpec("kinesis", _ops("GetRecords"), "reset"),
+    "events_throttle": FaultSpec(
+        "events", _ops("PutEvents"), "error", {"status": 400, "code": "ThrottlingException"}
+    ),
+    "events_failed_entries": FaultSpec(
+        "events", _ops("PutEvents"), "failed_entries", {"share": 0.5, "code": "ThrottlingException"}
+    ),
+    "events_outage": FaultSpec("events", None, "error", {"status": 503}),
     "http_5xx": FaultSpec(None, None, "error", {"status": 500}),
     "http_reset": FaultSpec(None, None, "reset"),
     "latency": FaultSpec(None, None, "latency", {"delay_s": 0.5}),
 }
-_OUTAGES = ("ddb_outage", "sqs_outage")
+_OUTAGES = ("ddb_outage", "sqs_outage", "events_outage")
 
 
 @dataclass

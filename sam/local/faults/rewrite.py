@@ -60,7 +60,10 @@ def unprocessed(plan: FaultPlan, req: Request, d: Decision) -> tuple[Request | N
 
 
 def failed_entries(plan: FaultPlan, req: Request, d: Decision) -> tuple[Request | None, Rewrite]:
-    """SendMessageBatch (JSON protocol): forward part of the entries; report the rest as Failed."""
+    """SendMessageBatch (JSON protocol): forward part of the entries; report the rest as Failed.
+    PutEvents: the same, its results in request order (``put_events_failed``)."""
+    if req.service() == "events":
+        return put_events_failed(plan, req, d)
     try:
         doc = json.loads(req.body)
     except ValueError:
@@ -98,5 +101,37 @@ def failed_entries(plan: FaultPlan, req: Request, d: Decision) -> tuple[Request 
         resp.setdefault("Successful", [])
         out = json.dumps(resp).encode()
         return status, json_crc_headers(headers, out), out
+
+    return req.with_body(json.dumps(doc).encode()), rewrite
+
+
+def put_events_failed(plan: FaultPlan, req: Request, d: Decision) -> tuple[Request | None, Rewrite]:
+    """PutEvents: forward part of the entries; the response lists a result per request entry, in order, the
+    held-back ones with ``ErrorCode`` (as EventBridge reports a failed entry) and ``FailedEntryCount``."""
+    try:
+        doc = json.loads(req.body)
+    except ValueError:
+        return req, _unchanged
+    entries = doc.get("Entries") or []
+    flags = plan.choose(len(entries), float(d.params.get("share", 0.5)))
+    plan.add_items(d.rule, sum(flags))
+    code = str(d.params.get("code", "ThrottlingException"))
+    failure = {"ErrorCode": code, "ErrorMessage": "injected by the fault proxy"}
+
+    def merged(accepted: list[dict[str, object]]) -> bytes:
+        it = iter(accepted)
+        results = [dict(failure) if f else next(it, {"EventId": str(uuid.uuid4())}) for f in flags]
+        failed = sum(1 for r in results if "ErrorCode" in r)
+        return json.dumps({"FailedEntryCount": failed, "Entries": results}).encode()
+
+    headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", str(uuid.uuid4()))]
+    if all(flags):
+        return None, lambda *_: (200, headers, merged([]))
+    doc["Entries"] = [e for e, f in zip(entries, flags, strict=True) if not f]
+
+    def rewrite(status: int, resp_headers: Headers, body: bytes) -> Response:
+        if status != 200:
+            return status, resp_headers, body
+        return status, resp_headers, merged(list((json.loads(body) if body else {}).get("Entries") or []))
 
     return req.with_body(json.dumps(doc).encode()), rewrite

@@ -28,6 +28,9 @@ _DEFAULT_CODES: dict[tuple[str | None, int], str] = {
     ("kinesis", 500): "InternalFailure",
     ("kinesis", 503): "ServiceUnavailable",
     ("kinesis", 400): "ProvisionedThroughputExceededException",
+    ("events", 500): "InternalException",
+    ("events", 503): "ServiceUnavailable",
+    ("events", 400): "ThrottlingException",
 }
 # DynamoDB's throttling and availability errors come from the coral framework, the rest from the service
 # model: the __type prefix differs.
@@ -58,7 +61,7 @@ def error_response(
         type_ = f"com.amazonaws.sqs#{code}"
         ctype = "application/x-amz-json-1.0"
     else:
-        type_ = code  # Kinesis: the bare name
+        type_ = code  # Kinesis and EventBridge: the bare name
         ctype = "application/x-amz-json-1.1"
     body = json.dumps({"__type": type_, "message": message}).encode()
     headers = [("Content-Type", ctype), ("x-amzn-RequestId", str(uuid.uuid4())), ("x-amzn-ErrorType", code)]
