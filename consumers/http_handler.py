@@ -8,8 +8,9 @@ each validated against ``features.json`` exactly as a Kinesis record is.
 
 Responses (always JSON; never an echo of a payload value: details name fields and JSON types only):
 
-- 200 ``{"model_version", "scores": [{"event_id", "score"}, ...]}`` in request order (a repeated
-  ``event_id`` is scored each time); ``score`` is the model's probability rounded to 9 decimals, as stored.
+- 200 ``{"model_version", "scores": [{"event_id", "score", "decision"}, ...]}`` in request order (a repeated
+  ``event_id`` is scored each time); ``score`` is the model's probability rounded to 9 decimals, as stored;
+  ``decision`` its band when the model declares bands (docs/alerts.md).
 - 400 ``{"errors": [{"index", "field", "reason", "detail"}, ...], "error_count"}``: the body is not JSON,
   not an object or a list of objects, has a repeated key, or any event is invalid. **The whole request is
   rejected** when one event is invalid (no partial scores: a caller gets scores for everything it sent or
@@ -271,8 +272,10 @@ class HttpRuntime:
         scores = self.scorer.predict(vec.matrix)
         version = self.scorer.version
         texts = [f"{s:.9f}" for s in scores.tolist()]  # the text the table stores (consumers/aws/dynamodb.py)
+        bands = self.scorer.decisions
+        decisions = bands.decide(scores) if bands is not None else None
         if self.sink is not None:
-            unwritten = self._write(vec.ids, scores, version, ctx, deadline)
+            unwritten = self._write(vec.ids, scores, decisions, version, ctx, deadline)
             if unwritten:
                 info["unwritten"] = len(unwritten)
                 raise Rejection(
@@ -287,14 +290,19 @@ class HttpRuntime:
                     ],
                 )
         info["model_version"] = version
-        body = {
-            "model_version": version,
-            "scores": [{"event_id": i, "score": float(t)} for i, t in zip(vec.ids, texts, strict=True)],
-        }
-        return response(200, body)
+        scored = [{"event_id": i, "score": float(t)} for i, t in zip(vec.ids, texts, strict=True)]
+        for entry, decision in zip(scored, decisions or (), strict=False):
+            entry["decision"] = decision
+        return response(200, {"model_version": version, "scores": scored})
 
     def _write(
-        self, ids: list[str], scores: np.ndarray, version: str, ctx: dict[str, Any], deadline: Deadline
+        self,
+        ids: list[str],
+        scores: np.ndarray,
+        decisions: list[str] | None,
+        version: str,
+        ctx: dict[str, Any],
+        deadline: Deadline,
     ) -> set[str]:
         winner = {key: m for m, key in enumerate(ids)}  # one item per event_id: the last one wins
         idx = list(winner.values())
@@ -307,6 +315,7 @@ class HttpRuntime:
             arrivals=[arrival] * len(idx),
             model_version=version,
             scored_at_ms=time.time_ns() // 1_000_000,
+            decisions=[decisions[m] for m in idx] if decisions is not None else None,
         )
         assert self.sink is not None  # _score writes only with a sink
         return self.sink.write(rows, deadline).not_stored()  # a refused item fails the request too

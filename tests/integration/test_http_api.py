@@ -232,9 +232,11 @@ def test_one_event_and_a_list_score_like_the_stream(api):
     evs = events(3)
     status, one = api.score(evs[0])
     assert status == 200
+    score = core_scores(api, evs[:1])[0]
+    decision = api.rt.scorer.decisions.decide([score])[0]  # the model's band, as the stream stores it
     assert one == {
         "model_version": api.rt.scorer.version,
-        "scores": [{"event_id": evs[0]["event_id"], "score": core_scores(api, evs[:1])[0]}],
+        "scores": [{"event_id": evs[0]["event_id"], "score": score, "decision": decision}],
     }
     status, many = api.score(evs + [evs[0]])  # a repeated id is scored each time, in order
     assert status == 200
