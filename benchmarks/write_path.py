@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from benchmarks.common import RESULTS, aws_env, endpoint, log, machine, pin, sample_rows
+from benchmarks.transports import HTTPClientConnection
 
 
 def _session(url: str):
@@ -69,8 +70,8 @@ def _lean(url: str, variant: str, executor: ThreadPoolExecutor | None = None):
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    from consumers.aws import http1, sigv4
     from consumers.aws import lean_dynamodb as ddb_http
+    from consumers.aws import sigv4
     from consumers.core.retry import Backoff
 
     class SigV4AuthSink(ddb_http.LeanDynamoDBSink):
@@ -107,9 +108,9 @@ def _lean(url: str, variant: str, executor: ThreadPoolExecutor | None = None):
     if variant == "lean_sigv4auth_urllib3":
         return SigV4AuthSink(client, "scores", transport=Urllib3Connection, **kw)
     if variant == "lean_sigv4auth_httpclient":
-        return SigV4AuthSink(client, "scores", transport=http1.HTTPClientConnection, **kw)
+        return SigV4AuthSink(client, "scores", transport=HTTPClientConnection, **kw)
     if variant == "lean_signer_httpclient":
-        return ddb_http.LeanDynamoDBSink(client, "scores", transport=http1.HTTPClientConnection, **kw)
+        return ddb_http.LeanDynamoDBSink(client, "scores", transport=HTTPClientConnection, **kw)
     return ddb_http.LeanDynamoDBSink(client, "scores", **kw)
 
 

@@ -5,11 +5,10 @@ against ``AWS_CA_BUNDLE`` or the botocore client's CA bundle.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import socket
 import ssl
-from typing import Any
+from typing import Any, Protocol
 
 
 def _ca_bundle(client: Any) -> str | bool:
@@ -186,33 +185,16 @@ class RawConnection:
         return buf
 
 
-class HTTPClientConnection:
-    """The same contract over the standard library's ``http.client`` (kept for comparison and as a fallback
-    transport: ``LeanDynamoDBSink(..., transport=HTTPClientConnection)``)."""
+class Connection(Protocol):
+    """What the lean writer needs of a transport (``RawConnection``; benchmarks/transports.py has the same
+    over ``http.client`` for comparison)."""
 
     def __init__(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None, connect_timeout_s: float
-    ) -> None:
-        if ssl_context is not None:
-            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=connect_timeout_s, context=ssl_context
-            )
-        else:
-            self.conn = http.client.HTTPConnection(host, port, timeout=connect_timeout_s)
-        self.conn.connect()
-        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ) -> None: ...
 
-    def close(self) -> None:
-        self.conn.close()
+    def close(self) -> None: ...
 
     def exchange(
         self, path: str, headers: dict[str, str], body: bytes, timeout: float
-    ) -> tuple[int, dict[str, str], bytes, bool]:
-        self.conn.sock.settimeout(timeout)
-        self.conn.request("POST", path, body, headers)
-        resp = self.conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, not resp.will_close
-
-
-Connection = RawConnection | HTTPClientConnection
+    ) -> tuple[int, dict[str, str], bytes, bool]: ...

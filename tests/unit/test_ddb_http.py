@@ -23,10 +23,11 @@ from botocore.config import Config
 from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.stub import Stubber
 
+from benchmarks.transports import HTTPClientConnection
 from consumers.aws import lean_dynamodb as ddb_http
 from consumers.aws.dynamodb import build_items
 from consumers.aws.errors import RETRYABLE_CODES
-from consumers.aws.http1 import HTTPClientConnection, RawConnection
+from consumers.aws.http1 import RawConnection
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
 from consumers.aws.sigv4 import CONTENT_TYPE, SigV4Signer, host_header
 from consumers.core.config import Settings
