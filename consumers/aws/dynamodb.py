@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.aws.deadline import calls_within
 from consumers.aws.errors import error_code, is_retryable
+from consumers.core.batching import packed
 from consumers.core.collisions import CONTENT_ATTR
 from consumers.core.limits import DYNAMODB_BATCH_WRITE_MAX_BYTES, DYNAMODB_BATCH_WRITE_MAX_ITEMS
 from consumers.core.ports import ScoreRows, WriteResult
@@ -71,26 +72,20 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
     return items
 
 
+def _item_size(item: dict[str, Any]) -> int:
+    return (
+        len(item["event_id"]["S"])
+        + len(item["shard_id"]["S"])
+        + len(item["sequence_number"]["S"])
+        + _ITEM_OVERHEAD_BYTES
+    )
+
+
 def chunk_items(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Chunks of <= 25 items and <= 16 MB (sizes over-estimated: key lengths + fixed overhead)."""
-    chunk: list[dict[str, Any]] = []
-    size = 0
-    for item in items:
-        item_size = (
-            len(item["event_id"]["S"])
-            + len(item["shard_id"]["S"])
-            + len(item["sequence_number"]["S"])
-            + _ITEM_OVERHEAD_BYTES
-        )
-        if chunk and (
-            len(chunk) == DYNAMODB_BATCH_WRITE_MAX_ITEMS or size + item_size > DYNAMODB_BATCH_WRITE_MAX_BYTES
-        ):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += item_size
-    if chunk:
-        yield chunk
+    return packed(
+        items, _item_size, max_count=DYNAMODB_BATCH_WRITE_MAX_ITEMS, max_bytes=DYNAMODB_BATCH_WRITE_MAX_BYTES
+    )
 
 
 def write_chunks(

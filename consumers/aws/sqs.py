@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumers.aws.deadline import calls_within
 from consumers.aws.errors import error_code, is_retryable
 from consumers.core import deadletter
+from consumers.core.batching import packed
 from consumers.core.deadletter import Message, Overflow
 from consumers.core.limits import SQS_SEND_BATCH_MAX_BYTES, SQS_SEND_BATCH_MAX_ENTRIES
 from consumers.core.retry import Backoff, Deadline
@@ -42,17 +43,12 @@ CONTENT_REFUSAL_CODES = frozenset(
 
 def batches(messages: Iterable[Message]) -> Iterator[list[Message]]:
     """Messages packed into SendMessageBatch calls (<= 10 entries, <= 256 KiB with attributes), lazily."""
-    cur: list[Message] = []
-    size = 0
-    for m in messages:
-        n = len(m.body) + deadletter.ATTRIBUTE_BYTES  # ASCII bodies: characters are bytes
-        if cur and (len(cur) == SQS_SEND_BATCH_MAX_ENTRIES or size + n > SQS_SEND_BATCH_MAX_BYTES):
-            yield cur
-            cur, size = [], 0
-        cur.append(m)
-        size += n
-    if cur:
-        yield cur
+    return packed(
+        messages,
+        lambda m: len(m.body) + deadletter.ATTRIBUTE_BYTES,  # ASCII bodies: characters are bytes
+        max_count=SQS_SEND_BATCH_MAX_ENTRIES,
+        max_bytes=SQS_SEND_BATCH_MAX_BYTES,
+    )
 
 
 def _entry(i: int, m: Message) -> dict[str, Any]:

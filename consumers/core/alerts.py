@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from consumers.core.batching import packed
 from consumers.core.types import Position
 
 DETAIL_TYPE = "Score decision"
@@ -95,14 +96,6 @@ def entry(alert: Alert, *, source: str, bus: str) -> dict[str, Any]:
 
 def calls(entries: Sequence[dict[str, Any]]) -> Iterator[list[int]]:
     """Indexes of ``entries`` per PutEvents call: at most 10 entries and 256 KB each, in order."""
-    batch: list[int] = []
-    size = 0
-    for i, e in enumerate(entries):
-        n = entry_size(e)
-        if batch and (len(batch) == MAX_ENTRIES or size + n > MAX_CALL_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(i)
-        size += n
-    if batch:
-        yield batch
+    return packed(
+        range(len(entries)), lambda i: entry_size(entries[i]), max_count=MAX_ENTRIES, max_bytes=MAX_CALL_BYTES
+    )
