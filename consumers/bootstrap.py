@@ -18,6 +18,7 @@ process: each Lambda function runs exactly one entry point, and the service name
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import threading
@@ -26,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from consumers.core.retry import Deadline
 from consumers.core.types import Overwrite
@@ -121,7 +123,18 @@ def lambda_entry(fn: F) -> F:
     """The Powertools decorators every entry point wears: Lambda context in the logs (never the event),
     an X-Ray subsegment for the invocation (not its response), and the EMF metrics flushed at the end with
     the ColdStart metric."""
-    wrapped = metrics.log_metrics(capture_cold_start_metric=True)(fn)
+
+    @functools.wraps(fn)
+    def invoke(event: Any, context: Any) -> Any:
+        try:
+            return fn(event, context)
+        finally:
+            # With POWERTOOLS_METRICS_DISABLED, Powertools never flushes, so it never clears either: the
+            # values would pile up and come out with the first invocation that has metrics on.
+            if is_metrics_disabled():
+                metrics.clear_metrics()
+
+    wrapped = metrics.log_metrics(capture_cold_start_metric=True)(invoke)
     wrapped = tracer.capture_lambda_handler(capture_response=False)(wrapped)
     return logger.inject_lambda_context(log_event=False)(wrapped)  # type: ignore[no-any-return]
 

@@ -216,16 +216,22 @@ def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
             value=outcome.timings_ms.get(f"{stage}_ms", 0.0),
         )
     report_collisions(outcome.collisions, where="batch")
-    for reason, count in reasons.items() if not is_metrics_disabled() else ():
+    _by_dimension("RecordsQuarantinedByReason", "reason", reasons)
+    _by_dimension("Decisions", "decision", outcome.decisions)  # one series per band of the model
+
+
+def _by_dimension(name: str, dimension: str, counts: dict[str, int]) -> None:
+    """One EMF metric per value of ``dimension`` (a bounded set: reason codes, decision bands)."""
+    for value, count in counts.items() if not is_metrics_disabled() else ():
         with single_metric(
-            name="RecordsQuarantinedByReason",
+            name=name,
             unit=MetricUnit.Count,
             value=count,
             namespace=NAMESPACE,
             default_dimensions=metrics.default_dimensions,
         ) as m:
             m.add_dimension(name="service", value=SERVICE)
-            m.add_dimension(name="reason", value=reason)
+            m.add_dimension(name=dimension, value=value)
 
 
 def _describe(runtime: Runtime) -> dict[str, Any]:

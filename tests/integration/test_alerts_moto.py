@@ -90,3 +90,18 @@ def test_settings_the_model_cannot_honour_fail_the_cold_start(alerting, handler,
     handler.RUNTIME.reset()
     with pytest.raises(ConfigError, match="ARCHIVE_BUCKET"):
         handler.runtime()
+
+
+def test_decisions_and_alerts_are_metrics(alerting, labelled, handler, monkeypatch, capsys):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    capsys.readouterr()
+    assert handler.lambda_handler(event_of(labelled), LambdaContext()) == {"batchItemFailures": []}
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    per_band = {d["decision"]: d["Decisions"][0] for d in docs if "Decisions" in d}
+    items = scan_all(alerting["ddb"], alerting["table"])
+    want: dict[str, float] = {}
+    for i in items:
+        want[i["decision"]["S"]] = want.get(i["decision"]["S"], 0.0) + 1.0
+    assert per_band == want
+    (sent,) = [d["AlertsSent"] for d in docs if "AlertsSent" in d]
+    assert sent == [want.get("review", 0.0) + want.get("block", 0.0)]
