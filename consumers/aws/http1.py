@@ -83,15 +83,17 @@ class RawConnection:
                 break  # 1xx (100 Continue): not asked for, skipped
         keep = version == "HTTP/1.1" and resp_headers.get("connection", "").lower() != "close"
         te = resp_headers.get("transfer-encoding", "").lower()
-        if te:
+        if status in (204, 304):  # never a body (RFC 9112 §6.3), whatever the headers say
+            data = b""
+        elif te:
             if te != "chunked":
                 raise ProtocolError(f"unsupported Transfer-Encoding {te!r}")
             data = self._read_chunked()
         elif "content-length" in resp_headers:
-            try:
-                n = int(resp_headers["content-length"])
-            except ValueError:
-                raise ProtocolError("bad Content-Length") from None
+            raw = resp_headers["content-length"].strip()
+            if not raw.isascii() or not raw.isdigit():  # int() would take "+2", "1_0", " -1"
+                raise ProtocolError("bad Content-Length")
+            n = int(raw)
             if not 0 <= n <= _MAX_BODY:
                 raise ProtocolError(f"Content-Length {n} out of range")
             data = self._read_exact(n)
@@ -154,10 +156,10 @@ class RawConnection:
         total = 0
         while True:
             size_line = self._read_line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise ProtocolError("bad chunk size") from None
+            # hex digits only (RFC 9112 §7.1): int(..., 16) would take "0x3", "1_0" and "-2"
+            if not size_line or size_line.strip(b"0123456789abcdefABCDEF"):
+                raise ProtocolError("bad chunk size")
+            size = int(size_line, 16)
             if size == 0:
                 while self._read_line():  # trailers, up to the empty line
                     pass

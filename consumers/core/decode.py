@@ -81,8 +81,9 @@ def _json(data: bytes) -> tuple[Any, Reason | None, str]:
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None, Reason.NOT_UTF8, "data is not valid UTF-8"
-        # orjson's message carries position and kind only ("unexpected character: line 1 column 7")
-        return None, Reason.BAD_JSON, f"invalid JSON: {str(exc).split(':', 1)[0][:120]}"
+        # orjson's message carries kind and position only ("expected ':' after key: line 1 column 6
+        # (char 5)"): the kind is what precedes the position (it may itself hold a colon)
+        return None, Reason.BAD_JSON, f"invalid JSON: {str(exc).split(': line ', 1)[0][:120]}"
     if type(value) is not dict:
         return None, Reason.NOT_OBJECT, f"JSON value is {type(value).__name__}, not an object"
     return value, None, ""

@@ -82,10 +82,11 @@ def _fields(buf: bytes, pos: int, end: int) -> Iterator[tuple[int, int, Any]]:
                 raise AggregateError(Reason.BAD_AGGREGATE, "length-delimited field runs past its message")
             yield field, wire, (pos, pos + length)
             pos += length
-        elif wire == 1 or wire == 5:  # fixed64 / fixed32: skipped (unknown fields)
-            size = 8 if wire == 1 else 4
+        elif wire == 1 or wire == 5:  # fixed64 / fixed32: yielded as a span, so a known field of this
+            size = 8 if wire == 1 else 4  # wire type is refused by the caller like any other wrong type
             if pos + size > end:
                 raise AggregateError(Reason.BAD_AGGREGATE, "truncated fixed-width field")
+            yield field, wire, (pos, pos + size)
             pos += size
         else:
             raise AggregateError(Reason.BAD_AGGREGATE, f"unsupported wire type {wire}")
