@@ -222,7 +222,7 @@ def test_other_transfer_encodings_are_refused(wire, te):
     assert str(protocol_error(conn)) == f"unsupported Transfer-Encoding {te!r}"
 
 
-@pytest.mark.parametrize("size_line", [b"zz", b"", b";ext", b"5 5", b"0x5", b"+5", b"-2", b"0_5"])
+@pytest.mark.parametrize("size_line", [b"zz", b"", b";ext", b"5 5", b"0x5", b"+5", b"-2", b"0_5", b"X5"])
 def test_a_chunk_size_that_is_not_hex_is_refused(wire, size_line):
     conn, _ = wire(chunked(size_line + b"\r\nhello\r\n0\r\n\r\n"))
     err = protocol_error(conn)
