@@ -155,7 +155,7 @@ def actions_from(settings: Settings, session: Any, bands: DecisionBands | None, 
             raise ConfigError(f"ALERT_DECISIONS: {exc}") from None
     return Actions(
         alerter=EventBridgeAlerts(
-            client(session, "events", client_config(4)),
+            client(session, "events", client_config(4, validate=False)),
             settings.alert_bus,
             backoff=backoff,
             source=settings.alert_source,
