@@ -20,6 +20,7 @@ DLQ_KEY_FIELDS = ("shard_id", "sequence_number", "sub_sequence_number", "reason"
 ITEM_ATTRIBUTES = (
     "event_id",
     "score",
+    "decision",
     "model_version",
     "shard_id",
     "sequence_number",
