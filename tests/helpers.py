@@ -95,3 +95,33 @@ def lambda_init(
         text=True,
         timeout=120,
     )
+
+
+def run_batch(
+    event: dict,
+    scorer,  # consumers.core.scoring.Scorer
+    *,
+    sink=None,
+    quarantine=None,
+    deadline: Deadline | None = None,
+    max_event_bytes: int = 65536,
+    **kw,
+):
+    """``process_batch`` as the handler calls it, with an in-memory sink and quarantine unless given (a 30 s
+    deadline): returns (outcome, sink, quarantine). ``kw``: the other keywords (actions, enricher, ...)."""
+    from consumers.core.features import Vectorizer
+    from consumers.core.pipeline import process_batch
+
+    sink = sink if sink is not None else MemorySink()
+    quarantine = quarantine if quarantine is not None else MemoryQuarantine()
+    out = process_batch(
+        event,
+        scorer=scorer,
+        vectorizer=Vectorizer(scorer.schema),
+        sink=sink,
+        quarantine=quarantine,
+        deadline=deadline if deadline is not None else Deadline(30),
+        max_event_bytes=max_event_bytes,
+        **kw,
+    )
+    return out, sink, quarantine

@@ -11,13 +11,10 @@ import pytest
 from consumers.core import alerts as planner
 from consumers.core.alerts import Alert
 from consumers.core.decisions import DecisionBands
-from consumers.core.features import Vectorizer
-from consumers.core.pipeline import process_batch
 from consumers.core.ports import Actions, WriteResult
-from consumers.core.retry import Deadline
 from consumers.core.types import Position, Reason
 from sam.local.events import sequence_number
-from tests.helpers import MemoryQuarantine, MemorySink, event_of
+from tests.helpers import MemorySink, event_of, run_batch
 from tests.unit.test_pipeline import valid
 
 BANDS = DecisionBands(("allow", "review", "block"), (0.5, 0.9))
@@ -58,18 +55,7 @@ def events(amounts):
 
 
 def run(amounts, scorer, actions, sink=None):
-    sink, quarantine = sink or MemorySink(), MemoryQuarantine()
-    out = process_batch(
-        event_of(events(amounts)),
-        scorer=scorer,
-        vectorizer=Vectorizer(scorer.schema),
-        sink=sink,
-        quarantine=quarantine,
-        deadline=Deadline(30),
-        max_event_bytes=65536,
-        actions=actions,
-    )
-    return out, sink, quarantine
+    return run_batch(event_of(events(amounts)), scorer, sink=sink, actions=actions)
 
 
 @pytest.fixture

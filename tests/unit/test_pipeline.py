@@ -5,11 +5,9 @@ import pytest
 
 from consumers.core.errors import PredictError
 from consumers.core.features import Vectorizer
-from consumers.core.pipeline import process_batch
-from consumers.core.retry import Deadline
 from consumers.core.types import Reason
 from tests.conftest import load_event
-from tests.helpers import MemoryQuarantine, MemorySink, event_of
+from tests.helpers import MemoryQuarantine, MemorySink, event_of, run_batch
 
 
 class CountingBooster:
@@ -22,18 +20,7 @@ class CountingBooster:
 
 
 def run(event, scorer, sink=None, quarantine=None):
-    sink = sink or MemorySink()
-    quarantine = quarantine or MemoryQuarantine()
-    out = process_batch(
-        event,
-        scorer=scorer,
-        vectorizer=Vectorizer(scorer.schema),
-        sink=sink,
-        quarantine=quarantine,
-        deadline=Deadline(30),
-        max_event_bytes=65536,
-    )
-    return out, sink, quarantine
+    return run_batch(event, scorer, sink=sink, quarantine=quarantine)
 
 
 def valid(n, prefix="e"):

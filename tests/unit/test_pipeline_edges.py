@@ -18,12 +18,12 @@ from consumers.core import kpl
 from consumers.core.collisions import content_digest
 from consumers.core.decisions import DecisionBands
 from consumers.core.features import Vectorizer
-from consumers.core.pipeline import batch_key, process_batch, response_for
+from consumers.core.pipeline import batch_key, response_for
 from consumers.core.ports import Actions, BatchKey, WriteResult
 from consumers.core.retry import Deadline
 from consumers.core.types import Position, Reason, Rejected
 from sam.local.events import kinesis_event, kinesis_record
-from tests.helpers import MemoryQuarantine, MemorySink
+from tests.helpers import MemoryQuarantine, MemorySink, run_batch
 from tests.unit.test_pipeline import valid
 
 SHARD = "shardId-000000000004"
@@ -113,17 +113,7 @@ def pos(seq: str, sub: int | None = None) -> Position:
 def run(event, scorer, *, sink=None, quarantine=None, deadline=None, **kw: Any):
     sink = sink if sink is not None else RecordingSink()
     quarantine = quarantine if quarantine is not None else RecordingQuarantine()
-    out = process_batch(
-        event,
-        scorer=scorer,
-        vectorizer=Vectorizer(scorer.schema),
-        sink=sink,
-        quarantine=quarantine,
-        deadline=deadline if deadline is not None else Deadline(30),
-        max_event_bytes=kw.pop("max_event_bytes", 65536),
-        **kw,
-    )
-    return out, sink, quarantine
+    return run_batch(event, scorer, sink=sink, quarantine=quarantine, deadline=deadline, **kw)
 
 
 @pytest.fixture
