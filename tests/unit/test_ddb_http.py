@@ -213,7 +213,8 @@ def sink_for(client, *, sleeps: Sleeps | None = None, **kw) -> LeanDynamoDBSink:
         sleep=sleeps if sleeps is not None else Sleeps(),
         rand=lambda: 0.5,
     )
-    return LeanDynamoDBSink(client, TABLE, backoff=backoff, now=lambda: FROZEN_EPOCH, **kw)
+    kw.setdefault("now", lambda: FROZEN_EPOCH)
+    return LeanDynamoDBSink(client, TABLE, backoff=backoff, **kw)
 
 
 def lower(headers: dict[str, str]) -> dict[str, str]:

@@ -37,7 +37,7 @@ from consumers.aws import lean_dynamodb
 from consumers.aws.http1 import ConnectionClosed, ProtocolError
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink, trace_header
 from consumers.core.retry import Backoff, Deadline
-from tests.unit.test_ddb_http import FROZEN_EPOCH, TABLE, Sleeps, items, lower, make_client, rows
+from tests.unit.test_ddb_http import TABLE, Sleeps, items, lower, make_client, rows, sink_for
 
 ENDPOINT = "http://ddb.test:8000"
 LOGGER = "consumers.aws.lean_dynamodb"
@@ -117,15 +117,7 @@ class Wire:
 
 
 def sink_on(wire: Wire, client: Any = None, *, sleeps: Sleeps | None = None, **kw: Any) -> LeanDynamoDBSink:
-    backoff = Backoff(
-        base_s=0.01,
-        cap_s=0.05,
-        max_attempts=kw.pop("max_attempts", 12),
-        sleep=sleeps if sleeps is not None else Sleeps(),
-        rand=lambda: 0.5,
-    )
-    kw.setdefault("now", lambda: FROZEN_EPOCH)
-    return LeanDynamoDBSink(client or client_for(), TABLE, backoff=backoff, transport=wire.transport, **kw)
+    return sink_for(client or client_for(), sleeps=sleeps, transport=wire.transport, **kw)
 
 
 def fake_client(endpoint: str) -> SimpleNamespace:
