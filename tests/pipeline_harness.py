@@ -52,7 +52,7 @@ from sam.local.resources import (
     create_stream,
     drain_queue,
 )
-from sam.local.run.alerts_check import check_alerts, decisions
+from sam.local.run.alerts_check import check_alerts
 from sam.local.run.producer_driver import CHUNK, Producer
 from sam.local.run.tally import Tally, wrap_handler
 from sam.local.soak.delivery import DeliveryLog
@@ -411,7 +411,7 @@ def run_pipeline(
     out.read_retries = stats["read_throttles"] + stats["read_errors"]
     out.handler_faults = hf.crashes + hf.timeouts
     out.redeliveries = deliveries.redeliveries
-    check(
+    items = check(
         out,
         exp,
         producer,
@@ -424,7 +424,7 @@ def run_pipeline(
         deliveries,
     )
     alerts = check_alerts(
-        decisions(direct["dynamodb"], TABLE),
+        {it["event_id"]["S"]: it.get("decision", {}).get("S", "") for it in items},
         actionable,
         [json.loads(m["Body"]) for m in drain_queue(direct["sqs"], alert_url)],
     )
@@ -444,7 +444,7 @@ def scan_items(ddb: Any) -> list[dict[str, Any]]:
     kwargs: dict[str, Any] = {
         "TableName": TABLE,
         "ProjectionExpression": (
-            "event_id, score, model_version, shard_id, sequence_number, sub_sequence_number"
+            "event_id, score, decision, model_version, shard_id, sequence_number, sub_sequence_number"
         ),
     }
     while True:
@@ -466,7 +466,8 @@ def check(
     failure_messages: list[Any],
     stats: dict[str, Any],
     deliveries: DeliveryLog,
-) -> None:
+) -> list[dict[str, Any]]:
+    """Append every problem to ``out.problems``; return the table's items (one scan serves every check)."""
     p = out.problems
     if producer.error is not None:
         p.append(f"producer: {producer.error!r}")
@@ -541,6 +542,7 @@ def check(
     p.extend(deliveries.problems((s, q) for (s, q, _sub) in exp.position))
     if out.scored + out.quarantined != out.produced:
         p.append(f"produced {out.produced} != scored {out.scored} + quarantined {out.quarantined}")
+    return items
 
 
 # =============================================================================================

@@ -30,22 +30,10 @@ class AlertCheck:
         )
 
 
-def decisions(ddb: Any, table: str) -> dict[str, str]:
-    """event_id -> decision of every item (scanned for the two attributes only)."""
-    out: dict[str, str] = {}
-    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "event_id, decision"}
-    while True:
-        page = ddb.scan(**kwargs)
-        for it in page["Items"]:
-            out[it["event_id"]["S"]] = it.get("decision", {}).get("S", "")
-        if "LastEvaluatedKey" not in page:
-            return out
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
 def check_alerts(
     items: dict[str, str], actionable: Iterable[str], bodies: list[dict[str, Any]]
 ) -> AlertCheck:
+    """``items``: event_id -> decision of every item in the table; ``bodies``: the alert queue's messages."""
     alerting = set(actionable)
     want = {k for k, d in items.items() if d in alerting}
     per_key = Counter((b["detail"]["event_id"], b["detail"]["model_version"]) for b in bodies)

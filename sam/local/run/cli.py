@@ -19,7 +19,7 @@ from consumers.core.errors import ScoringError
 from sam.local.emulator import MotoServer
 from sam.local.poller import DropEMF, EventSourceSettings, Poller
 from sam.local.resources import create_alert_bus, create_queue, create_scores_table, create_stream
-from sam.local.run.alerts_check import AlertCheck, check_alerts, decisions
+from sam.local.run.alerts_check import AlertCheck, check_alerts
 from sam.local.run.argtypes import count, fraction, positive
 from sam.local.run.config import (
     DEFAULT_TEMPLATE,
@@ -295,7 +295,7 @@ def _run(
             )
             if alert_drain is not None:
                 actionable = handler_module.runtime().actions.actionable
-                alerts = check_alerts(decisions(ddb, table), actionable, alert_drain.finish())
+                alerts = check_alerts(truth.decisions or {}, actionable, alert_drain.finish())
         except (BotoCoreError, ClientError) as exc:
             errors.append(f"read-back failed: {exc}")
         print(f"read back in {time.monotonic() - t_read:.1f} s", file=sys.stderr, flush=True)

@@ -137,22 +137,25 @@ class Truth:
     unexpected_dlq: int  # messages for a position that was not published malformed
     failure_messages: list[dict[str, Any]]
     items_in_table: int | None = None  # local: every item of the (fresh) table
+    decisions: dict[str, str] | None = None  # local: event_id -> decision of every item
 
     @property
     def unaccounted(self) -> int:
         return len(self.missing_valid) + len(self.missing_malformed)
 
 
-def scan_ids(ddb: Any, table: str) -> set[str]:
-    """Every event id in the table. moto serializes items slowly (~1 ms per item with all attributes), so
-    locally the table is scanned for the key only (~0.2 ms per item) and full items are read for a sample."""
-    ids: set[str] = set()
-    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "event_id"}
+def scan_decisions(ddb: Any, table: str) -> dict[str, str]:
+    """event_id -> decision ("" without one) of every item in the table. moto serializes items slowly (~1 ms
+    per item with all attributes), so locally the table is scanned for these two attributes only (~0.2 ms per
+    item) and full items are read for a sample. One scan serves the accounting and the alert check."""
+    out: dict[str, str] = {}
+    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "event_id, decision"}
     while True:
         page = ddb.scan(**kwargs)
-        ids.update(it["event_id"]["S"] for it in page["Items"])
+        for it in page["Items"]:
+            out[it["event_id"]["S"]] = it.get("decision", {}).get("S", "")
         if "LastEvaluatedKey" not in page:
-            return ids
+            return out
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
@@ -203,11 +206,11 @@ def ground_truth(
     sample: int = 500,
 ) -> Truth:
     sent_valid = [eid for eid, i in exp.valid.items() if i in exp.position_of]
-    items_in_table = None
+    items_in_table = decisions = None
     if local:
-        all_ids = scan_ids(ddb, table)
-        items_in_table = len(all_ids)
-        found_ids = all_ids.intersection(sent_valid)
+        decisions = scan_decisions(ddb, table)
+        items_in_table = len(decisions)
+        found_ids = set(decisions).intersection(sent_valid)
         step = max(1, len(sent_valid) // sample)
         checked = read_items(ddb, table, list(dict.fromkeys(sent_valid[::step] + sent_valid[-1:])))
     else:
@@ -229,4 +232,5 @@ def ground_truth(
         unexpected,
         failures,
         items_in_table,
+        decisions,
     )
