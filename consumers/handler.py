@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics import MetricUnit
 
 from consumers.aws.archive import S3Archive
-from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
+from consumers.aws.clients import backoff_from, build_sink, client, client_config, models_from
+from consumers.aws.deadline import calls_within
 from consumers.aws.dlq_overflow import S3Overflow
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.aws.eventbridge import EventBridgeAlerts
@@ -30,25 +30,23 @@ from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_sett
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
 from consumers.aws.sqs import SQSQuarantine
 from consumers.bootstrap import (
-    NAMESPACE,
-    SERVICE,
     LazyRuntime,
     deadline_from,
     lambda_entry,
-    logger,
     metrics,
-    report_collisions,
     tracer,
 )
 from consumers.core.config import Settings
 from consumers.core.decisions import BandsError, DecisionBands
-from consumers.core.errors import ConfigError
+from consumers.core.errors import ConfigError, PredictError
 from consumers.core.features import Vectorizer
 from consumers.core.pipeline import NO_ACTIONS, process_batch
 from consumers.core.ports import Actions, hit_rate_percent
 from consumers.core.retry import Backoff, Deadline
-from consumers.core.scoring import BoosterScorer
+from consumers.core.rollout import Models
+from consumers.core.scoring import Scorer
 from consumers.core.types import BatchOutcome, BatchResponse
+from consumers.telemetry import report, report_rollout, report_variants
 
 DEFAULT_BUDGET_S = 60.0  # when invoked without a Lambda context (scripts)
 
@@ -58,7 +56,9 @@ class Runtime:
     """What one container keeps between invocations."""
 
     settings: Settings
-    scorer: BoosterScorer
+    models: (
+        Models  # the bundle of MODEL_URI, or the registry's live/shadow/canary (consumers/core/rollout.py)
+    )
     vectorizer: Vectorizer
     sink: DynamoDBSink | LeanDynamoDBSink
     quarantine: SQSQuarantine
@@ -71,12 +71,13 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, session: boto3.session.Session | None = None) -> Runtime:
         session = session or boto3.session.Session()
-        bundle = load_model(settings, session)
+        models = models_from(settings, session)
+        live = models.current.live
         backoff = backoff_from(settings)
         return cls(
             settings=settings,
-            scorer=BoosterScorer.from_bundle(bundle),
-            vectorizer=Vectorizer(bundle.schema),
+            models=models,
+            vectorizer=Vectorizer(live.schema),
             sink=build_sink(settings, session, backoff=backoff),
             quarantine=SQSQuarantine(
                 client(session, "sqs", client_config(4)),
@@ -91,12 +92,17 @@ class Runtime:
                 else None,
             ),
             enricher=enricher_from_settings(
-                settings, client(session, "dynamodb", client_config(2)), bundle.schema, backoff=backoff
+                settings, client(session, "dynamodb", client_config(2)), live.schema, backoff=backoff
             )
             if settings.feature_table
             else None,
-            actions=actions_from(settings, session, bundle.decisions, backoff),
+            actions=actions_from(settings, session, live.decisions, backoff),
         )
+
+    @property
+    def scorer(self) -> Scorer:
+        """The live model the next batch is scored with."""
+        return self.models.current.live
 
     def deadline(self, context: Any) -> Deadline:
         return deadline_from(
@@ -110,19 +116,37 @@ class Runtime:
             executor.shutdown(wait=False)
 
     def handle(self, event: dict[str, Any], context: Any) -> BatchResponse:
-        outcome = process_batch(
-            event,
-            scorer=self.scorer,
-            vectorizer=self.vectorizer,
-            sink=self.sink,
-            quarantine=self.quarantine,
-            deadline=self.deadline(context),
-            max_event_bytes=self.settings.max_event_bytes,
-            span=lambda name: tracer.provider.in_subsegment(f"## {name}"),
-            enricher=self.enricher,
-            actions=self.actions,
+        deadline = self.deadline(context)
+        # Between batches: a registry's aliases, re-read when due; a slow registry gets a quarter of the time.
+        with calls_within(Deadline(min(self.settings.model_load_budget_s, 0.25 * deadline.remaining()))):
+            self.models.refresh_if_due()
+        report_rollout(self.models.take_events())
+        try:
+            outcome = process_batch(
+                event,
+                scorer=self.models.current,  # one snapshot for the whole batch
+                vectorizer=self.vectorizer,
+                sink=self.sink,
+                quarantine=self.quarantine,
+                deadline=deadline,
+                max_event_bytes=self.settings.max_event_bytes,
+                span=lambda name: tracer.provider.in_subsegment(f"## {name}"),
+                enricher=self.enricher,
+                actions=self.actions,
+            )
+        except PredictError:
+            self.models.observe(failed=True)
+            report_rollout(self.models.take_events())
+            raise
+        self.models.observe(
+            failed=False,
+            records=len(outcome.scored) + len(outcome.quarantined) + len(outcome.retried),
+            quarantined=len(outcome.quarantined),
+            scores=outcome.scores,
         )
         report(event, outcome)
+        report_variants(outcome)
+        report_rollout(self.models.take_events())
         if self.enricher is not None and (rate := hit_rate_percent(self.enricher.last)) is not None:
             metrics.add_metric(name="EnrichmentCacheHitRate", unit=MetricUnit.Percent, value=rate)
         self.last_outcome = outcome
@@ -176,67 +200,11 @@ def actions_from(settings: Settings, session: Any, bands: DecisionBands | None, 
     )
 
 
-def report(event: dict[str, Any], outcome: BatchOutcome) -> None:
-    """One log line and the batch's metrics. Positions and counts only: never payload values."""
-    records = event.get("Records") or []
-    n = len(outcome.scored) + len(outcome.quarantined) + len(outcome.retried)
-    reasons: dict[str, int] = {}
-    for r in outcome.quarantined:
-        reasons[str(r.reason)] = reasons.get(str(r.reason), 0) + 1
-    logger.info(
-        "batch processed",
-        extra={
-            "shard_id": records[0]["eventID"].partition(":")[0] if records else None,
-            "first_sequence_number": records[0]["kinesis"]["sequenceNumber"] if records else None,
-            "last_sequence_number": records[-1]["kinesis"]["sequenceNumber"] if records else None,
-            "kinesis_records": len(records),
-            "records": n,
-            "scored": len(outcome.scored),
-            "quarantined": len(outcome.quarantined),
-            "quarantined_by_reason": reasons,
-            "retried": len(outcome.retried),
-            "batch_item_failures": len(outcome.response["batchItemFailures"]),
-            "model_version": outcome.model_version,
-            "decisions": outcome.decisions,
-            "alerts_sent": outcome.alerts_sent,
-            "timings_ms": {k: round(v, 2) for k, v in outcome.timings_ms.items()},
-        },
-    )
-    metrics.add_metric(name="RecordsReceived", unit=MetricUnit.Count, value=n)
-    metrics.add_metric(name="RecordsScored", unit=MetricUnit.Count, value=len(outcome.scored))
-    metrics.add_metric(name="RecordsQuarantined", unit=MetricUnit.Count, value=len(outcome.quarantined))
-    metrics.add_metric(name="RecordsRetried", unit=MetricUnit.Count, value=len(outcome.retried))
-    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(records))
-    if outcome.decisions:
-        metrics.add_metric(name="AlertsSent", unit=MetricUnit.Count, value=outcome.alerts_sent)
-    for stage in ("decode", "vectorize", "predict", "write"):
-        metrics.add_metric(
-            name=f"{stage.capitalize()}Milliseconds",
-            unit=MetricUnit.Milliseconds,
-            value=outcome.timings_ms.get(f"{stage}_ms", 0.0),
-        )
-    report_collisions(outcome.collisions, where="batch")
-    _by_dimension("RecordsQuarantinedByReason", "reason", reasons)
-    _by_dimension("Decisions", "decision", outcome.decisions)  # one series per band of the model
-
-
-def _by_dimension(name: str, dimension: str, counts: dict[str, int]) -> None:
-    """One EMF metric per value of ``dimension`` (a bounded set: reason codes, decision bands)."""
-    for value, count in counts.items() if not is_metrics_disabled() else ():
-        with single_metric(
-            name=name,
-            unit=MetricUnit.Count,
-            value=count,
-            namespace=NAMESPACE,
-            default_dimensions=metrics.default_dimensions,
-        ) as m:
-            m.add_dimension(name="service", value=SERVICE)
-            m.add_dimension(name=dimension, value=value)
-
-
 def _describe(runtime: Runtime) -> dict[str, Any]:
+    report_rollout(runtime.models.take_events())
     return {
         "model_version": runtime.scorer.version,
+        "models": runtime.models.current.describe(),
         "model_uri": runtime.settings.model_uri,
         "scores_table": runtime.settings.scores_table,
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,24 +37,34 @@ log = logging.getLogger(__name__)
 def lines(rows: ScoreRows) -> bytes:
     """One JSON object per row, newline-terminated (``orjson.dumps`` of a dict per row: 5.6 ms for 4,300
     rows, where formatting each line by hand took 8.5 ms)."""
-    decisions = rows.decisions if rows.decisions is not None else [None] * len(rows)
+    n = len(rows)
+    decisions = rows.decisions if rows.decisions is not None else [None] * n
+    shadows = rows.shadow_scores.tolist() if rows.shadow_scores is not None else [math.nan] * n
     out = bytearray()
-    for key, score, pos, arrival, decision in zip(
-        rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals, decisions, strict=True
+    for key, score, pos, arrival, decision, version, shadow in zip(
+        rows.ids,
+        rows.scores.tolist(),
+        rows.positions,
+        rows.arrivals,
+        decisions,
+        rows.version_list(),
+        shadows,
+        strict=True,
     ):
-        out += orjson.dumps(
-            {
-                "event_id": key,
-                "score": round(score, 9),
-                "decision": decision,
-                "model_version": rows.model_version,
-                "shard_id": pos.shard_id,
-                "sequence_number": pos.sequence_number,
-                "sub_sequence_number": pos.sub_sequence_number,
-                "arrived_at": int(arrival * 1000),
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+        line = {
+            "event_id": key,
+            "score": round(score, 9),
+            "decision": decision,
+            "model_version": version,
+            "shard_id": pos.shard_id,
+            "sequence_number": pos.sequence_number,
+            "sub_sequence_number": pos.sub_sequence_number,
+            "arrived_at": int(arrival * 1000),
+        }
+        if shadow == shadow:  # not NaN: a shadow model scored this row
+            line["shadow_score"] = round(shadow, 9)
+            line["shadow_version"] = rows.shadow_version
+        out += orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     return bytes(out)
 
 

@@ -12,9 +12,15 @@ from botocore.config import Config
 from consumers.aws.deadline import bounded, calls_within
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+from consumers.aws.registry_s3 import S3RegistryStore
 from consumers.core.bundle import ModelBundle, load_bundle
 from consumers.core.config import Settings
+from consumers.core.errors import ModelError
+from consumers.core.guardrail import GuardrailSettings
+from consumers.core.registry import LocalStore, RegistryStore, parse_model_uri, read_aliases
 from consumers.core.retry import Backoff, Deadline
+from consumers.core.rollout import Fixed, Models, Rollout
+from consumers.core.scoring import BoosterScorer
 
 CONNECT_TIMEOUT_S = 1.0  # a connect to an AWS endpoint takes milliseconds; this bounds a black hole
 
@@ -41,12 +47,54 @@ def client(session: Any, service: str, config: Config | None = None) -> Any:
     return bounded(session.client(service, config=config or client_config(2)))
 
 
+def registry_store(root: str, session: Any) -> RegistryStore:
+    """The registry at ``root``: an S3 prefix (a client without botocore retries: a failed read is tried
+    again at the next refresh) or a directory."""
+    if root.startswith("s3://"):
+        return S3RegistryStore(client(session, "s3", client_config(2)), root)
+    return LocalStore(root)
+
+
 def load_model(settings: Settings, session: Any) -> ModelBundle:
     """The verified bundle of ``MODEL_URI``; an s3:// download must finish within ``MODEL_LOAD_BUDGET_S``
-    (Lambda's init phase lasts 10 s), or the cold start fails naming the URI."""
-    s3 = client(session, "s3", client_config(2)) if settings.model_uri.startswith("s3://") else None
+    (Lambda's init phase lasts 10 s), or the cold start fails naming the URI. A registry alias
+    (``<root>@live``) is resolved once, here: the functions that call this (S3 batch, HTTP) serve the version
+    that was live at their cold start; only the stream function follows the registry (``models_from``)."""
+    uri = settings.model_uri
+    s3 = client(session, "s3", client_config(2)) if uri.startswith("s3://") else None
     with calls_within(Deadline(settings.model_load_budget_s)):
-        return load_bundle(settings.model_uri, s3_client=s3, cache_dir=settings.model_cache_dir)
+        ref = parse_model_uri(uri)
+        if ref is not None:
+            store = registry_store(ref.root, session)
+            got = read_aliases(store)
+            if got is None or got[0].live is None:
+                raise ModelError(f"model registry {ref.root}: no live version yet")
+            uri = store.bundle_uri(got[0].live)
+        return load_bundle(uri, s3_client=s3, cache_dir=settings.model_cache_dir)
+
+
+def models_from(settings: Settings, session: Any) -> Models:
+    """The stream function's models: ``Fixed`` for a bundle URI, ``Rollout`` for a registry alias (its cold
+    start reads the aliases and loads their versions within ``MODEL_LOAD_BUDGET_S``)."""
+    ref = parse_model_uri(settings.model_uri)
+    if ref is None:
+        return Fixed(BoosterScorer.from_bundle(load_model(settings, session)))
+    s3 = client(session, "s3", client_config(2)) if ref.root.startswith("s3://") else None
+
+    def load(uri: str) -> BoosterScorer:
+        return BoosterScorer.from_bundle(load_bundle(uri, s3_client=s3, cache_dir=settings.model_cache_dir))
+
+    with calls_within(Deadline(settings.model_load_budget_s)):
+        return Rollout(
+            registry_store(ref.root, session),
+            load,
+            refresh_s=settings.model_refresh_s,
+            guardrail=GuardrailSettings(
+                batches=settings.guardrail_batches,
+                max_error_rate=settings.guardrail_max_error_rate,
+                max_quarantine_rate=settings.guardrail_max_quarantine_rate,
+            ),
+        )
 
 
 def backoff_from(settings: Settings) -> Backoff:

@@ -14,6 +14,7 @@ https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Err
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,26 +36,38 @@ log = logging.getLogger(__name__)
 ITEM_REFUSAL_CODES = frozenset({"ValidationException"})
 ChunkResult = tuple[list[str], dict[str, str]]  # (unwritten keys, refused key -> error code)
 
-_ITEM_OVERHEAD_BYTES = 256  # attribute names + fixed-size values, generous
+_ITEM_OVERHEAD_BYTES = 384  # attribute names + fixed-size values (all 13, shadow included: 266), generous
 
 
 def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]]]:
     """Low-level (typed) DynamoDB items, built directly: TypeSerializer + Decimal cost ~3x more."""
     ttl_s = ttl_days * 86400
-    version = {"S": rows.model_version}
+    version_attr = {v: {"S": v} for v in {rows.model_version, *(rows.versions or ())}}
     scored_at = {"N": str(rows.scored_at_ms)}
     items: list[dict[str, dict[str, str]]] = []
     append = items.append
-    digests = rows.digests if rows.digests is not None else [None] * len(rows)
-    decisions = rows.decisions if rows.decisions is not None else [None] * len(rows)
+    n = len(rows)
+    digests = rows.digests if rows.digests is not None else [None] * n
+    decisions = rows.decisions if rows.decisions is not None else [None] * n
+    versions = rows.version_list()
+    shadows = rows.shadow_scores.tolist() if rows.shadow_scores is not None else [math.nan] * n
+    shadow_version = {"S": rows.shadow_version}
     columns = zip(
-        rows.ids, rows.scores.tolist(), rows.positions, rows.arrivals, digests, decisions, strict=True
+        rows.ids,
+        rows.scores.tolist(),
+        rows.positions,
+        rows.arrivals,
+        digests,
+        decisions,
+        versions,
+        shadows,
+        strict=True,
     )
-    for event_id, score, pos, arrival, digest, decision in columns:
+    for event_id, score, pos, arrival, digest, decision, version, shadow in columns:
         item = {
             "event_id": {"S": event_id},
             "score": {"N": f"{score:.9f}"},  # deterministic text for a float32 in [0, 1]
-            "model_version": version,
+            "model_version": version_attr[version],
             "shard_id": {"S": pos.shard_id},
             "sequence_number": {"S": pos.sequence_number},  # up to 128 digits: a string, not a number
             "arrived_at": {"N": str(int(arrival * 1000))},
@@ -64,6 +77,9 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
             item[CONTENT_ATTR] = {"S": digest}
         if decision is not None:
             item["decision"] = {"S": decision}
+        if shadow == shadow:  # not NaN: a shadow model scored this row (docs/rollout.md)
+            item["shadow_score"] = {"N": f"{shadow:.9f}"}
+            item["shadow_version"] = shadow_version
         if pos.sub_sequence_number is not None:
             item["sub_sequence_number"] = {"N": str(pos.sub_sequence_number)}
         if ttl_s:

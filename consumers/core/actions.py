@@ -62,9 +62,15 @@ def deliver(
 
     if actions.alerter is not None and rows.decisions is not None and actions.actionable:
         alerts = [
-            Alert(key, score, decision, rows.model_version, pos, arrival, (payloads or {}).get(key))
-            for key, score, decision, pos, arrival in zip(
-                rows.ids, rows.scores.tolist(), rows.decisions, rows.positions, rows.arrivals, strict=True
+            Alert(key, score, decision, version, pos, arrival, (payloads or {}).get(key))
+            for key, score, decision, version, pos, arrival in zip(
+                rows.ids,
+                rows.scores.tolist(),
+                rows.decisions,
+                rows.version_list(),
+                rows.positions,
+                rows.arrivals,
+                strict=True,
             )
             if decision in actions.actionable and key not in out.unwritten and key not in out.refused
         ]

@@ -43,7 +43,7 @@ from typing import Any
 import xgboost as xgb
 
 from consumers.core.decisions import BANDS_ATTR, CARD_KEY, BandsError, DecisionBands
-from consumers.core.errors import ModelError, SchemaError
+from consumers.core.errors import ModelError, ModelUnavailable, SchemaError
 from consumers.core.schema import FeatureSchema
 
 MODEL_FILE = "model.ubj"
@@ -66,6 +66,7 @@ TRAINED_SCHEMA_ATTR = "features_sha256"  # Booster attribute: sha256 of the feat
 OBJECTIVE = "binary:logistic"  # the consumer stores the prediction as a probability
 DEFAULT_CACHE_DIR = "/tmp/model-cache"  # /tmp is the only writable path on Lambda
 VERSION_CHARS = 16
+THRESHOLD_KEY = "threshold"  # card.json: the decision threshold (the lowest band cut), for people and tools
 # Size caps, checked before a file is read or while it downloads: a bundle is input too, and an oversized
 # (or endless) object must fail the cold start with a ModelError, not fill /tmp (512 MB by default) or memory.
 # The default model (200 trees of depth 6) is ~0.5 MB and its schema and card ~5 KB each.
@@ -155,6 +156,7 @@ def write_bundle(
     }
     if decisions is not None:
         card[CARD_KEY] = decisions.to_json()
+        card[THRESHOLD_KEY] = decisions.thresholds[0]  # the cut a shadow's decision flips are counted at
     _atomic_write(out / MODEL_FILE, model)
     _atomic_write(out / FEATURES_FILE, features)
     _atomic_write(out / CARD_FILE, _card_json_bytes(card))
@@ -313,6 +315,8 @@ def _decisions(booster: xgb.Booster, card: dict[str, Any], bad: Any) -> Decision
         bands = DecisionBands.from_json(json.loads(stored))
     except (ValueError, BandsError) as exc:
         raise bad(f"{MODEL_FILE} carries invalid decision bands: {exc}") from exc
+    if THRESHOLD_KEY in card and card[THRESHOLD_KEY] != bands.thresholds[0]:
+        raise bad(f"{CARD_FILE} threshold {card[THRESHOLD_KEY]!r} is not the lowest band cut of {bands}")
     if shown != bands.to_json():
         raise bad(
             f"{CARD_FILE} decisions {shown!r} differ from the bands {MODEL_FILE} was written with "
@@ -361,8 +365,8 @@ def _download(client: Any, bucket: str, key: str, dest: Path, uri: str) -> None:
         raise ModelError(
             f"model bundle {uri}: s3://{bucket}/{key}: {_over_cap(dest.name, exc.args[0])}"
         ) from None
-    except Exception as exc:  # any failure of the injected client means this bundle cannot be used
-        raise ModelError(
+    except Exception as exc:  # any failure of the injected client means this bundle cannot be used now
+        raise ModelUnavailable(
             f"model bundle {uri}: cannot download s3://{bucket}/{key}: {_describe(exc)}"
         ) from exc
     finally:

@@ -69,6 +69,13 @@ class Settings:
     # The analytics sink: one gzipped JSON Lines object per batch under this bucket/prefix (empty: off).
     archive_bucket: str = ""
     archive_prefix: str = "scores/"
+    # Model rollout (docs/rollout.md), with MODEL_URI=<registry>@live: seconds between alias checks (0: before
+    # every batch) and the guardrail (batches in its window, 0 = off; the error and quarantine rates that
+    # trip it, 1.0 = that check off).
+    model_refresh_s: int = 60
+    guardrail_batches: int = 10
+    guardrail_max_error_rate: float = 0.3
+    guardrail_max_quarantine_rate: float = 1.0
 
     @classmethod
     def from_env(
@@ -106,6 +113,18 @@ class Settings:
                 raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
             if not lo <= value <= hi:
                 raise ConfigError(f"environment variable {name} must be in {lo}..{hi}, got {value}")
+            return value
+
+        def rate(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from None
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"environment variable {name} must be in 0..1, got {value:g}")
             return value
 
         def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -148,4 +167,8 @@ class Settings:
             scores_write=choice("SCORES_WRITE", "all", ("all", "actionable")),
             archive_bucket=env.get("ARCHIVE_BUCKET", "").strip(),
             archive_prefix=env.get("ARCHIVE_PREFIX", "").strip() or "scores/",
+            model_refresh_s=integer("MODEL_REFRESH_S", 60, 0, 86_400),
+            guardrail_batches=integer("GUARDRAIL_BATCHES", 10, 0, 1000),
+            guardrail_max_error_rate=rate("GUARDRAIL_MAX_ERROR_RATE", 0.3),
+            guardrail_max_quarantine_rate=rate("GUARDRAIL_MAX_QUARANTINE_RATE", 1.0),
         )

@@ -33,6 +33,10 @@ class SchemaError(ModelError):
     """A feature schema (features.json) is invalid."""
 
 
+class ModelUnavailable(ModelError):
+    """A bundle could not be fetched (a retry may succeed); not a verdict on the bundle itself."""
+
+
 class EventShapeError(ScoringError):
     """The invocation event is not a Kinesis event."""
 

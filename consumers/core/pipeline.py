@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-import numpy as np
-
 from consumers.core.actions import deliver
 from consumers.core.collisions import content_digest
 from consumers.core.decode import decode_event
@@ -35,6 +33,7 @@ from consumers.core.ports import Actions, BatchKey, Enricher, Quarantine, ScoreR
 from consumers.core.retry import Deadline
 from consumers.core.scoring import Scorer
 from consumers.core.types import BatchOutcome, BatchResponse, Overwrite, Position, Rejected
+from consumers.core.variants import Variants
 
 Span = Callable[[str], AbstractContextManager[Any]]
 NO_ACTIONS = Actions()
@@ -69,7 +68,7 @@ def response_for(retried: list[Position]) -> BatchResponse:
 def process_batch(
     event: dict[str, Any],
     *,
-    scorer: Scorer,
+    scorer: Scorer | Variants,
     vectorizer: Vectorizer,
     sink: Sink,
     quarantine: Quarantine,
@@ -98,10 +97,16 @@ def process_batch(
             d = decoded.decoded[i]
             rejected.append(Rejected(d.position, reason, detail, d.data, d.partition_key, d.arrival))
 
-    # The one predict of the batch. A failure raises (PredictError): nothing can be scored, so the whole
-    # batch goes back to Lambda, which retries it (and bisects it, when enabled).
+    # The one predict of the batch (and, with a registry, the canary's over its share of the rows). A failure
+    # of the live model raises (PredictError): nothing can be scored, so the whole batch goes back to
+    # Lambda, which retries it (and bisects it, when enabled).
+    models = scorer if isinstance(scorer, Variants) else Variants(scorer)
     with stage("predict"):
-        scores = scorer.predict(vec.matrix) if vec.matrix.shape[0] else np.empty(0, dtype=np.float32)
+        by_model = models.score(vec.matrix, vec.ids)
+    if models.shadow is not None:
+        with stage("shadow"):  # one more predict over the same matrix; its failure touches nothing
+            by_model = models.with_shadow(vec.matrix, by_model)
+    scores = by_model.scores
 
     # One item per event_id: the highest position wins. Every scored row remembers its key.
     with stage("items"):
@@ -119,17 +124,18 @@ def process_batch(
             if data[lost] != data[won]:  # a producer's retry repeats the bytes; another event does not
                 collisions.append(Overwrite(positions[lost], positions[won]))
         rows_idx = list(winner.values())
-        row_scores = scores[rows_idx] if rows_idx else scores
-        bands = scorer.decisions
         rows = ScoreRows(
             ids=[vec.ids[m] for m in rows_idx],
-            scores=row_scores,
+            scores=scores[rows_idx] if rows_idx else scores,
             positions=[positions[m] for m in rows_idx],
             arrivals=[decoded.decoded[vec.ok_rows[m]].arrival for m in rows_idx],
-            model_version=scorer.version,
+            model_version=models.version,
             scored_at_ms=now_ms(),
             digests=[content_digest(data[m]) for m in rows_idx],
-            decisions=bands.decide(row_scores) if bands is not None else None,  # one searchsorted a batch
+            decisions=by_model.decisions(rows_idx),  # one searchsorted a batch (per model that served)
+            versions=by_model.versions(rows_idx),
+            shadow_scores=by_model.shadow_for(rows_idx),
+            shadow_version=by_model.shadow_version,
         )
 
     with stage("write"):
@@ -168,10 +174,11 @@ def process_batch(
         quarantined=quarantined,
         retried=retried,
         timings_ms=stage.timings,
-        model_version=scorer.version,
+        model_version=models.version,
         collisions=collisions,
         alerts_sent=delivery.alerts_sent,
         decisions=_count(rows.decisions),
+        scores=by_model,
     )
 
 

@@ -32,10 +32,20 @@ class ScoreRows:
     # score (a file row, an HTTP request).
     digests: list[str] | None = None
     decisions: list[str] | None = None  # each row's decision band, when the model declares bands
+    # Model rollout (consumers/core/variants.py): the version that scored each row when a canary served some
+    # (None: ``model_version`` scored them all), and a shadow model's scores (NaN: none for that row).
+    versions: list[str] | None = None
+    shadow_scores: np.ndarray | None = None
+    shadow_version: str = ""
 
     def take(self, rows: Sequence[int]) -> ScoreRows:
         """The rows at these indexes, in that order."""
         idx = list(rows)
+        shadow = self.shadow_scores
+
+        def pick(values: list[Any] | None) -> list[Any] | None:
+            return [values[i] for i in idx] if values is not None else None
+
         return ScoreRows(
             ids=[self.ids[i] for i in idx],
             scores=self.scores[idx] if idx else self.scores[:0],
@@ -43,9 +53,16 @@ class ScoreRows:
             arrivals=[self.arrivals[i] for i in idx],
             model_version=self.model_version,
             scored_at_ms=self.scored_at_ms,
-            digests=[self.digests[i] for i in idx] if self.digests is not None else None,
-            decisions=[self.decisions[i] for i in idx] if self.decisions is not None else None,
+            digests=pick(self.digests),
+            decisions=pick(self.decisions),
+            versions=pick(self.versions),
+            shadow_scores=None if shadow is None else (shadow[idx] if idx else shadow[:0]),
+            shadow_version=self.shadow_version,
         )
+
+    def version_list(self) -> list[str]:
+        """The version that scored each row."""
+        return self.versions if self.versions is not None else [self.model_version] * len(self.ids)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from consumers.core.variants import BatchScores
 
 
 # --- wire shapes -------------------------------------------------------------------------------
@@ -139,3 +142,4 @@ class BatchOutcome:
     collisions: list[Overwrite] = field(default_factory=list)  # one id, other bytes, within the batch
     alerts_sent: int = 0
     decisions: dict[str, int] = field(default_factory=dict)  # rows (distinct event ids) per decision
+    scores: BatchScores | None = None  # per model: the canary's rows and error, the shadow's comparison

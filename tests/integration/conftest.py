@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from consumers import bootstrap
 from sam.local.context import LambdaContext  # noqa: F401  (re-exported for tests)
 from sam.local.resources import create_queue, create_scores_table
 
@@ -44,6 +45,6 @@ def _cold_start():
     module.RUNTIME.reset()
     # Powertools keeps one logging.Logger per service: a level set by an earlier import (another test
     # module's harness) would survive the re-import. Each cold start gets the level of its environment.
-    module.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"))
+    bootstrap.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"))
     yield module
     module.RUNTIME.reset()

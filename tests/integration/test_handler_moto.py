@@ -9,6 +9,7 @@ import time
 import orjson
 import pytest
 
+from consumers import bootstrap
 from sam.local.context import LambdaContext
 from sam.local.resources import drain_queue, scan_all
 from tests.conftest import load_event
@@ -144,7 +145,7 @@ def test_transient_sqs_error_is_retried(handler, resources):
 def test_logs_carry_positions_and_counts_never_payload(handler, resources, monkeypatch):
     # GIVEN the handler's JSON log stream captured, and a canary in an event id and in a malformed payload
     stream = io.StringIO()
-    monkeypatch.setattr(handler.logger.registered_handler, "stream", stream)
+    monkeypatch.setattr(bootstrap.logger.registered_handler, "stream", stream)
     canary = "CANARY-5b1e0c"
     evs = valid_events(3)
     evs[0]["event_id"] = canary

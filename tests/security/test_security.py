@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from consumers import bootstrap
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.core import bundle as bundle_mod
 from consumers.core import kpl
@@ -151,12 +152,12 @@ def test_logs_never_carry_payload_values_or_credentials(
     # Python logging (all of consumers/model at DEBUG, everything else
     # at INFO), and the process's stdout/stderr (EMF metrics, prints)
     stream = io.StringIO()
-    monkeypatch.setattr(handler.logger.registered_handler, "stream", stream)
+    monkeypatch.setattr(bootstrap.logger.registered_handler, "stream", stream)
     # Powertools keeps the level of the first Logger of a service in the process (a re-imported handler does
     # not reset it), so set it here rather than trust POWERTOOLS_LOG_LEVEL
-    level = handler.logger.log_level
-    handler.logger.setLevel("DEBUG")
-    request.addfinalizer(lambda: handler.logger.setLevel(level))
+    level = bootstrap.logger.log_level
+    bootstrap.logger.setLevel("DEBUG")
+    request.addfinalizer(lambda: bootstrap.logger.setLevel(level))
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="consumers")
     caplog.set_level(logging.DEBUG, logger="model")

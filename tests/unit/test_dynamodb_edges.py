@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
 from consumers.aws import deadline as call_deadline
-from consumers.aws.dynamodb import DynamoDBSink, build_items, chunk_items, write_chunks
+from consumers.aws.dynamodb import _ITEM_OVERHEAD_BYTES, DynamoDBSink, build_items, chunk_items, write_chunks
 from consumers.core.limits import DYNAMODB_BATCH_WRITE_MAX_BYTES
 from consumers.core.ports import ScoreRows, WriteResult
 from consumers.core.retry import Backoff, Deadline
@@ -186,10 +186,10 @@ def small(i: int) -> dict[str, Any]:
 
 
 def sized(total: int, tag: str) -> dict[str, Any]:
-    """An item whose estimated size (key lengths + 256 bytes of overhead) is exactly ``total``: the event id
+    """An item whose estimated size (key lengths + the fixed overhead) is exactly ``total``: the event id
     fills what the shard id (4 bytes) and the sequence number (5 bytes) leave."""
     return {
-        "event_id": {"S": tag + "x" * (total - 256 - 4 - 5 - len(tag))},
+        "event_id": {"S": tag + "x" * (total - _ITEM_OVERHEAD_BYTES - 4 - 5 - len(tag))},
         "shard_id": {"S": "shrd"},
         "sequence_number": {"S": "12345"},
     }
