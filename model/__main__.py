@@ -1,7 +1,12 @@
-"""``python -m model train --out DIR [...]`` and ``python -m model info URI``.
+"""``python -m model train --out DIR [...]``, ``python -m model info URI`` and the registry:
+``publish BUNDLE``, ``promote VERSION --alias live|shadow|canary [--percent N]``, ``clear --alias A``,
+``rollback [--to VERSION]`` and ``status`` (each with ``--registry URI`` or ``MODEL_REGISTRY``;
+docs/rollout.md).
 
-Both print the bundle's card as JSON on stdout. Errors print one line on stderr and exit 2 (no traceback):
-a CLI user needs to know which bundle is wrong and why, not where in the loader it was noticed.
+``train`` and ``info`` print the bundle's card as JSON on stdout; the registry commands print what changed
+(``status --json`` as JSON). Errors print one line on stderr and exit 2 (no traceback): a CLI user needs to
+know which bundle is wrong and why, not where in the loader it was noticed. A lost race on the aliases
+(someone else changed them meanwhile) exits 3 and writes nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +43,88 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="load and verify a bundle, print its card")
     i.add_argument("uri", help="bundle directory or s3://bucket/prefix")
     i.add_argument("--cache-dir", default=None, help="download cache for s3:// (default /tmp/model-cache)")
+
+    def registry_command(name: str, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_)
+        c.add_argument(
+            "--registry",
+            default=os.environ.get("MODEL_REGISTRY"),
+            help="one model's registry: s3://bucket/prefix/<model> or a directory (default: $MODEL_REGISTRY)",
+        )
+        c.add_argument(
+            "--by", default=None, help="who makes the change (default: the AWS identity or user@host)"
+        )
+        return c
+
+    pub = registry_command("publish", "verify a bundle and publish it under its version")
+    pub.add_argument("bundle", help="bundle directory")
+    pro = registry_command("promote", "point an alias at a published version")
+    pro.add_argument("version")
+    pro.add_argument("--alias", required=True, choices=("live", "shadow", "canary"))
+    pro.add_argument("--percent", type=float, default=None, help="canary: share of events, 0 < N <= 100")
+    pro.add_argument(
+        "--allow-schema-change",
+        action="store_true",
+        help="live: accept another feature schema (running consumers refuse it; new containers take it)",
+    )
+    clr = registry_command("clear", "unset the shadow or the canary")
+    clr.add_argument("--alias", required=True, choices=("shadow", "canary"))
+    rb = registry_command("rollback", "live back to the version before it (or --to VERSION)")
+    rb.add_argument("--to", default=None)
+    st = registry_command("status", "aliases, versions and the latest changes")
+    st.add_argument("--json", action="store_true", help="as JSON")
     return p
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from consumers.core.registry import LocalStore, RegistryError
+    from model.registry import Registry, default_user
+
+    if not args.registry:
+        raise RegistryError("no registry: pass --registry URI or set MODEL_REGISTRY")
+    root = args.registry.rstrip("/")
+    if not root.startswith("s3://"):
+        return Registry(LocalStore(root), by=args.by or default_user())
+    import boto3  # only for s3:// registries
+
+    from consumers.aws.registry_s3 import S3RegistryStore
+
+    session = boto3.session.Session()
+    s3 = session.client("s3")
+    by = args.by
+    if by is None:
+        try:
+            by = session.client("sts").get_caller_identity()["Arn"]
+        except Exception:  # noqa: BLE001 - who is only a label; a missing STS answer falls back to user@host
+            by = default_user()
+    return Registry(S3RegistryStore(s3, root), s3=s3, by=by)
+
+
+def _registry_command(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(what to print as JSON, or None; a line for a person, or None)."""
+    from model import registry as ops
+
+    reg = _registry(args)
+    if args.command == "publish":
+        done = ops.publish(reg, args.bundle)
+        said = "already in the registry" if done.already else "published"
+        return None, f"{done.version} {said}: {done.uri}"
+    if args.command == "status":
+        doc = ops.status(reg)
+        return (doc, None) if args.json else (None, ops.render_status(doc))
+    if args.command == "promote":
+        a = ops.promote(
+            reg, args.version, args.alias, percent=args.percent, allow_schema_change=args.allow_schema_change
+        )
+    elif args.command == "clear":
+        a = ops.clear(reg, args.alias)
+    else:
+        a = ops.rollback(reg, to=args.to)
+    canary = f"{a.canary} at {a.canary_percent:g}%" if a.canary else "-"
+    return None, (
+        f"generation {a.generation}: live {a.live or '-'}, shadow {a.shadow or '-'}, canary {canary} "
+        f"(by {a.updated_by})"
+    )
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,13 +166,25 @@ def _info(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from consumers.core.registry import Conflict
+
+    line = None
     try:
-        card = _train(args) if args.command == "train" else _info(args)
+        if args.command in ("train", "info"):
+            doc: Any = _train(args) if args.command == "train" else _info(args)
+        else:
+            doc, line = _registry_command(args)
+    except Conflict as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except (ScoringError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    json.dump(card, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
+    if line is not None:
+        print(line)
+    if doc is not None:
+        json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
     return 0
 
 

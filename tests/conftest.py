@@ -72,3 +72,15 @@ def scorer(tiny_booster):
     from consumers.core.scoring import BoosterScorer
 
     return BoosterScorer(tiny_booster, FeatureSchema.load(DEFAULT_SCHEMA_PATH), "test-version")
+
+
+@pytest.fixture(scope="session")
+def second_bundle(tmp_path_factory):
+    """A second real bundle with the default schema and decision bands (another seed, small: ~0.3 s), for
+    rollout tests: a challenger to the default bundle."""
+    from consumers.core.schema import FeatureSchema
+    from model.train import train
+
+    out = tmp_path_factory.mktemp("bundle-v2")
+    card = train(FeatureSchema.load(DEFAULT_SCHEMA_PATH), rows=4000, trees=30, depth=4, seed=7, out_dir=out)
+    return out, card["version"]

@@ -133,11 +133,13 @@ class Aliases:
         return {a: v for a in ALIASES if (v := getattr(self, a)) is not None}
 
     def previous_lives(self) -> list[str]:
-        """The versions that were live before the current one, most recent first, each once."""
+        """The versions that were live before the current one, most recent first, each once, without those a
+        rollback moved away from (so a second rollback goes further back instead of undoing the first)."""
+        rolled_back = {e.get("previous_live") for e in self.history if e.get("action") == "rollback"}
         out: list[str] = []
         for entry in reversed(self.history):
             prev = entry.get("previous_live")
-            if isinstance(prev, str) and prev != self.live and prev not in out:
+            if isinstance(prev, str) and prev != self.live and prev not in out and prev not in rolled_back:
                 out.append(prev)
         return out
 

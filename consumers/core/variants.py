@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from consumers.core.decisions import DecisionBands
+from consumers.core.schema import FeatureSchema
 from consumers.core.scoring import Scorer
 
 CANARY_BUCKETS = 10_000  # a share is set in steps of 0.01%
@@ -133,6 +134,10 @@ class Variants:
     @property
     def decisions(self) -> DecisionBands | None:
         return self.live.decisions
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.live.schema
 
     def describe(self) -> dict[str, object]:
         return {

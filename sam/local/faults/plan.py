@@ -64,11 +64,12 @@ FAULTS: dict[str, FaultSpec] = {
         "events", _ops("PutEvents"), "failed_entries", {"share": 0.5, "code": "ThrottlingException"}
     ),
     "events_outage": FaultSpec("events", None, "error", {"status": 503}),
+    "s3_outage": FaultSpec("s3", None, "error", {"status": 503}),  # the model registry, the archive
     "http_5xx": FaultSpec(None, None, "error", {"status": 500}),
     "http_reset": FaultSpec(None, None, "reset"),
     "latency": FaultSpec(None, None, "latency", {"delay_s": 0.5}),
 }
-_OUTAGES = ("ddb_outage", "sqs_outage", "events_outage")
+_OUTAGES = ("ddb_outage", "sqs_outage", "events_outage", "s3_outage")
 
 
 @dataclass
