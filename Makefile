@@ -99,6 +99,14 @@ SOAK_ARGS ?=
 soak: $(STAMP)
 	$(PY) -m sam.local.soak --events $(SOAK_EVENTS) $(SOAK_ARGS)
 
+# A model rollout on a live local stream (sam/local/run/rollout.py, docs/rollout.md): publish a challenger, shadow
+# it, canary it at 20%, promote it, roll back, mid-stream; every item checked against the model its phase gives it.
+ROLLOUT_EVENTS ?= 20000
+ROLLOUT_ARGS ?=
+.PHONY: run-rollout
+run-rollout: $(STAMP)
+	$(PY) -m sam.local.run.rollout --events $(ROLLOUT_EVENTS) $(ROLLOUT_ARGS)
+
 # S3 batch path locally (sam/local/s3_demo.py): moto, a generated file under the input prefix, the S3 event,
 # the head of the scored file and of .rejected. S3_ARGS e.g. "--format jsonl --enrich".
 S3_ROWS ?= 10000

@@ -152,3 +152,26 @@ def test_make_run_command_accounts_for_every_record():
     assert int(rows["scored"].replace(",", "")) + int(rows["quarantined"].replace(",", "")) == 2000
     assert "items read back from DynamoDB" in out and '"_aws"' not in out  # no EMF lines on stdout
     assert "moto server on http://127.0.0.1:" in proc.stderr and "stopped" in proc.stderr
+
+
+def test_make_run_rollout_checks_every_items_model_version():
+    # `make run-rollout` runs this: publish, shadow, canary, promote, rollback on a live stream
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sam.local.run.rollout", "--events", "1000", "--shards", "1"],
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "OK: all 1,000 records accounted for" in out
+    assert "OK: every item names the model its phase gives it." in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ") and line.strip()]
+    phases = [r for r in rows if r[0] in ("1", "2", "3", "4", "5")]
+    assert [p[1] for p in phases] == ["live", "shadow", "canary", "promoted", "rolled"]
+    assert all(p[-1] == "0" for p in phases)  # no mismatches
+    assert "rank agreement (Spearman)" in out
+    assert "moto server on http://127.0.0.1:" in proc.stderr and "stopped" in proc.stderr

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,11 +120,13 @@ class Producer:
         stop: threading.Event,
         chunk: int = CHUNK,
         compact: bool = False,
+        before_chunk: Callable[[int], None] | None = None,
     ) -> None:
         self.schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
         self.n, self.seed, self.chunk = n, seed, chunk
         self.malformed_fraction, self.aggregate_fraction = malformed_fraction, aggregate_fraction
         self.stop = stop
+        self.before_chunk = before_chunk  # called with each chunk's first index before it is generated
         self.expected = Expected()
         self.positions = PositionArrays(n) if compact else None
         self._completed = not compact
@@ -193,6 +195,8 @@ class Producer:
         bad = 0
         try:
             for start in range(0, self.n, self.chunk):
+                if self.before_chunk is not None:
+                    self.before_chunk(start)
                 if self.stop.is_set():
                     break
                 plain, agg, bad = self._chunk(start, min(self.chunk, self.n - start), bad)

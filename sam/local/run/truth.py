@@ -138,25 +138,37 @@ class Truth:
     failure_messages: list[dict[str, Any]]
     items_in_table: int | None = None  # local: every item of the (fresh) table
     decisions: dict[str, str] | None = None  # local: event_id -> decision of every item
+    scanned: dict[str, dict[str, str]] | None = None  # local: event_id -> the attributes scanned
 
     @property
     def unaccounted(self) -> int:
         return len(self.missing_valid) + len(self.missing_malformed)
 
 
-def scan_decisions(ddb: Any, table: str) -> dict[str, str]:
-    """event_id -> decision ("" without one) of every item in the table. moto serializes items slowly (~1 ms
-    per item with all attributes), so locally the table is scanned for these two attributes only (~0.2 ms per
-    item) and full items are read for a sample. One scan serves the accounting and the alert check."""
-    out: dict[str, str] = {}
-    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "event_id, decision"}
+def scan_attributes(ddb: Any, table: str, attributes: Sequence[str]) -> dict[str, dict[str, str]]:
+    """event_id -> {attribute: its value as text, "" when absent} of every item in the table. moto serializes
+    items slowly (~1 ms per item with all attributes), so locally the table is scanned for a few attributes
+    only (~0.2 ms per item) and full items are read for a sample. One scan serves the accounting and the
+    checks that follow it (the alerts, the rollout's model versions)."""
+    out: dict[str, dict[str, str]] = {}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "ProjectionExpression": ", ".join(["event_id", *attributes]),
+    }
     while True:
         page = ddb.scan(**kwargs)
         for it in page["Items"]:
-            out[it["event_id"]["S"]] = it.get("decision", {}).get("S", "")
+            out[it["event_id"]["S"]] = {
+                a: str(next(iter(it[a].values()))) if a in it else "" for a in attributes
+            }
         if "LastEvaluatedKey" not in page:
             return out
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def scan_decisions(ddb: Any, table: str) -> dict[str, str]:
+    """event_id -> decision ("" without one) of every item in the table."""
+    return {k: v["decision"] for k, v in scan_attributes(ddb, table, ("decision",)).items()}
 
 
 def misplaced_items(exp: Expected, checked: dict[str, dict[str, Any]]) -> list[str]:
@@ -204,11 +216,13 @@ def ground_truth(
     local: bool,
     dlq_bodies: list[dict[str, Any]] | None = None,
     sample: int = 500,
+    scan: Sequence[str] = ("decision",),
 ) -> Truth:
     sent_valid = [eid for eid, i in exp.valid.items() if i in exp.position_of]
-    items_in_table = decisions = None
+    items_in_table = decisions = scanned = None
     if local:
-        decisions = scan_decisions(ddb, table)
+        scanned = scan_attributes(ddb, table, tuple(dict.fromkeys(("decision", *scan))))
+        decisions = {k: v["decision"] for k, v in scanned.items()}
         items_in_table = len(decisions)
         found_ids = set(decisions).intersection(sent_valid)
         step = max(1, len(sent_valid) // sample)
@@ -233,4 +247,5 @@ def ground_truth(
         failures,
         items_in_table,
         decisions,
+        scanned,
     )
