@@ -87,7 +87,7 @@ def _registry(args: argparse.Namespace) -> Any:
         return Registry(LocalStore(root), by=args.by or default_user())
     import boto3  # only for s3:// registries
 
-    from consumers.aws.registry_s3 import S3RegistryStore
+    from model.registry_s3 import S3RegistryStore
 
     session = boto3.session.Session()
     s3 = session.client("s3")

@@ -12,12 +12,12 @@ from botocore.config import Config
 from consumers.aws.deadline import bounded, calls_within
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
-from consumers.aws.registry_s3 import S3RegistryStore
+from consumers.aws.registry_s3 import S3RegistryReader
 from consumers.core.bundle import ModelBundle, load_bundle
 from consumers.core.config import Settings
 from consumers.core.errors import ModelError
 from consumers.core.guardrail import GuardrailSettings
-from consumers.core.registry import LocalStore, RegistryStore, parse_model_uri, read_aliases
+from consumers.core.registry import LocalStore, RegistryReader, parse_model_uri, read_aliases
 from consumers.core.retry import Backoff, Deadline
 from consumers.core.rollout import Fixed, Models, Rollout
 from consumers.core.scoring import BoosterScorer
@@ -47,11 +47,11 @@ def client(session: Any, service: str, config: Config | None = None) -> Any:
     return bounded(session.client(service, config=config or client_config(2)))
 
 
-def registry_store(root: str, session: Any) -> RegistryStore:
+def registry_store(root: str, session: Any) -> RegistryReader:
     """The registry at ``root``: an S3 prefix (a client without botocore retries: a failed read is tried
     again at the next refresh) or a directory."""
     if root.startswith("s3://"):
-        return S3RegistryStore(client(session, "s3", client_config(2)), root)
+        return S3RegistryReader(client(session, "s3", client_config(2)), root)
     return LocalStore(root)
 
 

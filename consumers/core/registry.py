@@ -20,8 +20,8 @@ lose an update: the second write is refused (``Conflict``) and nothing is writte
 again.
 
 A consumer names the registry with ``MODEL_URI=<root>@live`` (``parse_model_uri``). This module is pure:
-the S3 store lives in ``consumers/aws/registry_s3.py``; the CLI that writes (publish, promote, rollback)
-in ``model/registry.py``.
+the S3 reader lives in ``consumers/aws/registry_s3.py``; the CLI that writes (publish, promote, rollback)
+in ``model/registry.py`` with its S3 store ``model/registry_s3.py``.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ class Fetched(NamedTuple):
     etag: str
 
 
-class RegistryStore(Protocol):
-    """Keys are relative to the registry root (``aliases.json``, ``<version>/card.json``)."""
+class RegistryReader(Protocol):
+    """What a consumer needs. Keys are relative to the registry root (``aliases.json``,
+    ``<version>/card.json``)."""
 
     uri: str
 
@@ -79,6 +80,14 @@ class RegistryStore(Protocol):
         absent; ``RegistryError`` for anything else."""
         ...
 
+    def bundle_uri(self, version: str) -> str:
+        """What ``load_bundle`` takes for this version."""
+        ...
+
+
+class RegistryStore(RegistryReader, Protocol):
+    """What the people who publish need besides (``model/registry.py``)."""
+
     def put(self, key: str, data: bytes, *, expect: str | None) -> str:
         """Write if the current object's etag is ``expect`` (None: only if it does not exist); return the
         new etag. ``Conflict`` otherwise."""
@@ -86,10 +95,6 @@ class RegistryStore(Protocol):
 
     def versions(self) -> list[str]:
         """The version directories under the root."""
-        ...
-
-    def bundle_uri(self, version: str) -> str:
-        """What ``load_bundle`` takes for this version."""
         ...
 
 
@@ -290,7 +295,7 @@ class LocalStore:
         return str(self.root / check_version(version))
 
 
-def read_aliases(store: RegistryStore, *, etag: str | None = None) -> tuple[Aliases, str] | None:
+def read_aliases(store: RegistryReader, *, etag: str | None = None) -> tuple[Aliases, str] | None:
     """The alias document and its etag; None if ``etag`` is still current. A registry without one yet reads
     as empty aliases (etag "")."""
     try:

@@ -30,7 +30,7 @@ from consumers.core.guardrail import GuardrailSettings, Trip, Watch
 from consumers.core.registry import (
     AliasDocError,
     Aliases,
-    RegistryStore,
+    RegistryReader,
     read_aliases,
 )
 from consumers.core.scoring import Scorer
@@ -70,7 +70,7 @@ class Rollout:
 
     def __init__(
         self,
-        store: RegistryStore,
+        store: RegistryReader,
         load: Callable[[str], Scorer],
         *,
         refresh_s: float,

@@ -382,8 +382,11 @@ def test_alarms(template):
         ("AWS/Lambda", "Errors", ("BatchScoringFunction",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("BatchFailureQueue",)),
         ("AWS/ApiGateway", "5xx", ("ScoringHttpApi",)),
-        # the code's own EMF metric (consumers/bootstrap.py report_collisions), dimension service only
+        # the code's own EMF metrics (consumers/bootstrap.py report_collisions, consumers/telemetry.py
+        # report_rollout), dimension service only
         ("EventScoring", "EventIdCollisions", ()),
+        ("EventScoring", "ModelGuardrailTripped", ()),
+        ("EventScoring", "ModelRefreshRefused", ()),
     }
     topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     for name, alarm in alarms.items():
@@ -936,3 +939,35 @@ def test_feature_table_is_optional_and_read_only(template):
         (reads,) = [c for c in conditional if c[1].get("Sid") == "ReadFeatures"]
         assert reads[0] == "HasFeatureTable" and reads[1]["Action"] == "dynamodb:BatchGetItem"
         assert reads[2] == {"Ref": "AWS::NoValue"}
+
+
+def test_the_stream_function_follows_a_registry_with_read_only_access(template):
+    fn = template["Resources"]["ScoringFunction"]["Properties"]
+    env = fn["Environment"]["Variables"]
+    assert env["MODEL_REFRESH_S"] == {"Ref": "ModelRefreshSeconds"}
+    assert env["GUARDRAIL_BATCHES"] == {"Ref": "GuardrailBatches"}
+    assert env["GUARDRAIL_MAX_ERROR_RATE"] == {"Ref": "GuardrailMaxErrorRate"}
+    assert env["GUARDRAIL_MAX_QUARANTINE_RATE"] == {"Ref": "GuardrailMaxQuarantineRate"}
+    assert template["Parameters"]["ModelRefreshSeconds"]["Default"] == 60
+    # the model prefix (bundles and the registry's aliases) is readable, never writable, by any function
+    for name, res in template["Resources"].items():
+        if res["Type"] != "AWS::Serverless::Function":
+            continue
+        for policy in res["Properties"].get("Policies", []):
+            for st in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                resource = json.dumps(st.get("Resource"))
+                if "ModelPrefix" in resource:
+                    assert st["Action"] == "s3:GetObject", (name, st)
+
+
+def test_guardrail_rates_accept_what_the_function_accepts(template):
+    from consumers.core.config import Settings
+
+    t = template
+    for param in ("GuardrailMaxErrorRate", "GuardrailMaxQuarantineRate"):
+        pattern = re.compile(t["Parameters"][param]["AllowedPattern"])
+        for ok in ("0", "0.3", "1", "1.0", "0.05"):
+            assert pattern.fullmatch(ok), (param, ok)
+            Settings.from_env({"GUARDRAIL_MAX_ERROR_RATE": ok}, require=())
+        for bad in ("1.5", "-0.1", "abc", ".5", ""):
+            assert not pattern.fullmatch(bad), (param, bad)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from consumers import bootstrap
-from consumers.aws.registry_s3 import S3RegistryStore
 from consumers.core.registry import ALIASES_FILE, Conflict, read_aliases
 from consumers.core.variants import canary_mask
 from model import DEFAULT_BUNDLE_DIR
 from model import registry as ops
 from model.registry import Registry
+from model.registry_s3 import S3RegistryStore
 from sam.local.context import LambdaContext
 from sam.local.faults import FaultProxy
 from tests.helpers import event_of

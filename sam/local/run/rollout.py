@@ -32,11 +32,11 @@ from typing import Any
 
 import boto3
 
-from consumers.aws.registry_s3 import S3RegistryStore
 from consumers.core.schema import FeatureSchema
 from model import DEFAULT_BUNDLE_DIR, DEFAULT_SCHEMA_PATH
 from model import registry as ops
 from model.registry import Registry
+from model.registry_s3 import S3RegistryStore
 from model.train import train
 from sam.local.emulator import MotoServer
 from sam.local.poller import DropEMF, EventSourceSettings, Poller
