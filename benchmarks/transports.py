@@ -29,10 +29,10 @@ class HTTPClientConnection:
         self.conn.close()
 
     def exchange(
-        self, path: str, headers: dict[str, str], body: bytes, timeout: float
+        self, path: str, headers: dict[str, str], body: bytes, timeout: float, method: str = "POST"
     ) -> tuple[int, dict[str, str], bytes, bool]:
         self.conn.sock.settimeout(timeout)
-        self.conn.request("POST", path, body, headers)
+        self.conn.request(method, path, body, headers)
         resp = self.conn.getresponse()
         data = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, not resp.will_close

@@ -1,5 +1,5 @@
-"""A minimal HTTP/1.1 client for the lean DynamoDB writer: one keep-alive connection per thread, TLS verified
-against ``AWS_CA_BUNDLE`` or the botocore client's CA bundle.
+"""A minimal HTTP/1.1 client for the lean DynamoDB writer (and the registry's alias check): one keep-alive
+connection per thread, TLS verified against ``AWS_CA_BUNDLE`` or the botocore client's CA bundle.
 """
 
 from __future__ import annotations
@@ -23,6 +23,19 @@ def _ca_bundle(client: Any) -> str | bool:
     from botocore.httpsession import get_cert_path
 
     return str(get_cert_path(True))
+
+
+def ssl_context_for(client: Any, scheme: str) -> ssl.SSLContext | None:
+    """The TLS context a lean request to a botocore client's endpoint uses (None for http): verified
+    against what the client verifies with (``_ca_bundle``)."""
+    if scheme != "https":
+        return None
+    ca = _ca_bundle(client)
+    context = ssl.create_default_context(cafile=ca if isinstance(ca, str) else None)
+    if ca is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 # HTTP/1.1 transports: one keep-alive connection per thread. ``exchange`` sends one request and returns
@@ -65,13 +78,13 @@ class RawConnection:
             self.sock.close()
 
     def exchange(
-        self, path: str, headers: dict[str, str], body: bytes, timeout: float
+        self, path: str, headers: dict[str, str], body: bytes, timeout: float, method: str = "POST"
     ) -> tuple[int, dict[str, str], bytes, bool]:
         sock = self.sock
         sock.settimeout(timeout)
         head = "".join(
             [
-                f"POST {path} HTTP/1.1\r\n",
+                f"{method} {path} HTTP/1.1\r\n",
                 *[f"{k}: {v}\r\n" for k, v in headers.items()],
                 f"Content-Length: {len(body)}\r\n\r\n",
             ]
@@ -198,5 +211,5 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
     def exchange(
-        self, path: str, headers: dict[str, str], body: bytes, timeout: float
+        self, path: str, headers: dict[str, str], body: bytes, timeout: float, method: str = "POST"
     ) -> tuple[int, dict[str, str], bytes, bool]: ...

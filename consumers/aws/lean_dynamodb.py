@@ -53,7 +53,7 @@ from consumers.aws.http1 import (
     ConnectionClosed,
     ProtocolError,
     RawConnection,
-    _ca_bundle,
+    ssl_context_for,
 )
 from consumers.aws.sigv4 import SigV4Signer, amz_date, host_header, request_path
 from consumers.core.ports import ScoreRows, WriteResult
@@ -126,13 +126,7 @@ class LeanDynamoDBSink:
         self.path = request_path(parts.path)  # sent as is; the signer derives the canonical URI from it
         self.host = host_header(self.endpoint)
         self.signer = SigV4Signer(client.meta.region_name)
-        self._ssl: ssl.SSLContext | None = None
-        if self.scheme == "https":
-            ca = _ca_bundle(client)
-            self._ssl = ssl.create_default_context(cafile=ca if isinstance(ca, str) else None)
-            if ca is False:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+        self._ssl = ssl_context_for(client, self.scheme)
         self.transport = transport or RawConnection
         self._local = threading.local()
         self._stats_lock = threading.Lock()

@@ -125,10 +125,11 @@ def test_an_unreachable_registry_never_fails_a_batch(registry, resources, moto_s
         handler.RUNTIME.reset()
         try:
             handler.runtime()  # cold start through the proxy, registry up
-            proxy.set("s3_outage", count=1)  # the next S3 request: the alias check
+            # the next two S3 requests: the alias check (lean) and the same check through botocore
+            proxy.set("s3_outage", count=2)
             evs = valid_events(10)
             assert handler.lambda_handler(event_of(evs), LambdaContext()) == {"batchItemFailures": []}
-            assert proxy.stats()["s3_outage"]["injected"] == 1
+            assert proxy.stats()["s3_outage"]["injected"] == 2
         finally:
             handler.RUNTIME.reset()
     got = items(resources, [e["event_id"] for e in evs])
