@@ -89,8 +89,10 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
 
 
 def _item_size(item: dict[str, Any]) -> int:
+    """An upper bound of the item's bytes: an event id of n characters is at most 4n UTF-8 bytes (counting
+    characters alone under-counted non-ASCII ids by up to 4x); shard ids and sequence numbers are ASCII."""
     return (
-        len(item["event_id"]["S"])
+        4 * len(item["event_id"]["S"])
         + len(item["shard_id"]["S"])
         + len(item["sequence_number"]["S"])
         + _ITEM_OVERHEAD_BYTES

@@ -20,7 +20,14 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
 from consumers.aws import deadline as call_deadline
-from consumers.aws.dynamodb import _ITEM_OVERHEAD_BYTES, DynamoDBSink, build_items, chunk_items, write_chunks
+from consumers.aws.dynamodb import (
+    _ITEM_OVERHEAD_BYTES,
+    DynamoDBSink,
+    _item_size,
+    build_items,
+    chunk_items,
+    write_chunks,
+)
 from consumers.core.limits import DYNAMODB_BATCH_WRITE_MAX_BYTES
 from consumers.core.ports import ScoreRows, WriteResult
 from consumers.core.retry import Backoff, Deadline
@@ -186,11 +193,14 @@ def small(i: int) -> dict[str, Any]:
 
 
 def sized(total: int, tag: str) -> dict[str, Any]:
-    """An item whose estimated size (key lengths + the fixed overhead) is exactly ``total``: the event id
-    fills what the shard id (4 bytes) and the sequence number (5 bytes) leave."""
+    """An item whose estimated size (4 x the event id's characters + the shard id + the sequence number + the
+    fixed overhead) is exactly ``total``: the event id fills what the sequence number (5 bytes) and a shard
+    id of 4 to 7 bytes leave."""
+    rest = total - _ITEM_OVERHEAD_BYTES - 5
+    chars = (rest - 4) // 4
     return {
-        "event_id": {"S": tag + "x" * (total - _ITEM_OVERHEAD_BYTES - 4 - 5 - len(tag))},
-        "shard_id": {"S": "shrd"},
+        "event_id": {"S": tag + "x" * (chars - len(tag))},
+        "shard_id": {"S": "s" * (rest - 4 * chars)},
         "sequence_number": {"S": "12345"},
     }
 
@@ -598,3 +608,38 @@ def test_a_single_item_chunk_refused_is_refused_without_a_split():
     result = sink.write(rows(keys), Deadline(10, clock=clock))
     assert result.refused == {"a": "ValidationException"} and set(result) == set()
     assert "isolation_splits" not in sink.stats
+
+
+def dynamodb_item_bytes(item: dict[str, Any]) -> int:
+    """DynamoDB's item size: each attribute name's UTF-8 bytes plus its value's (a string's UTF-8 bytes; a
+    number at most 21 bytes, here bounded by its text). docs: Item size and format."""
+    total = 0
+    for name, value in item.items():
+        ((kind, v),) = value.items()
+        total += len(name.encode()) + (min(21, len(v)) if kind == "N" else len(v.encode()))
+    return total
+
+
+def test_the_largest_item_with_shadow_fields_fits_and_the_estimate_covers_it():
+    from consumers.core.types import Position
+
+    rows = ScoreRows(
+        ids=["é" * 1024],  # 2,048 UTF-8 bytes: DynamoDB's largest partition key
+        scores=np.array([0.5], dtype=np.float32),
+        positions=[Position("shardId-" + "9" * 12, "9" * 128, 2**31 - 1)],
+        arrivals=[1.9e9],
+        model_version="f" * 16,
+        scored_at_ms=1_900_000_000_000,
+        digests=["0" * 8],
+        decisions=["d" * 32],
+        versions=["e" * 16],
+        shadow_scores=np.array([0.25], dtype=np.float32),
+        shadow_version="a" * 16,
+    )
+    (item,) = build_items(rows, ttl_days=30)
+    assert {"shadow_score", "shadow_version", "decision", "content", "sub_sequence_number", "ttl"} <= set(
+        item
+    )
+    size = dynamodb_item_bytes(item)
+    assert size <= _item_size(item)  # the chunker never under-counts a request
+    assert size < 2600  # far below DynamoDB's 400 KB item limit
