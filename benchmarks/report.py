@@ -16,6 +16,7 @@ import time
 from benchmarks.common import RESULTS, TARGET_LABELS
 from benchmarks.cost import model as cost_model
 from benchmarks.report_plots import plots
+from benchmarks.report_rollout import rollout_section
 from benchmarks.report_sections import (
     cold_section,
     compare_section,
@@ -106,6 +107,9 @@ def report() -> str:
         out += cold_section(cold)
     if cost:
         out += cost_section(cost)
+    rollout = load("rollout")
+    if rollout:
+        out += rollout_section(rollout)
     out += ["## Plots", ""] + [f"![{m}]({m})" for m in made] + [""]
     notes = RESULTS / "NOTES.md"
     if notes.exists():

@@ -27,6 +27,7 @@ FULL = {
     "compare": [],
     "coldstart": ["--runs", "10"],
     "e2e": [],
+    "rollout": [],
 }
 QUICK = {
     "write_path": ["--requests", "20", "--repeat", "1", "--latency-repeat", "1", "--skip-latency"],
@@ -34,6 +35,7 @@ QUICK = {
     "compare": ["--quick", "--sizes", "1,10", "--targets", "instant"],
     "coldstart": ["--runs", "1", "--records", "10"],
     "e2e": ["--sizes", "10", "--burst-events", "20", "--rate", "20", "--seconds", "1", "--timeout", "20"],
+    "rollout": ["--size", "50", "--rounds", "1", "--batches", "1", "--checks", "5", "--trees", "5"],
 }
 
 

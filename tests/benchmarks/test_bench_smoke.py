@@ -91,3 +91,14 @@ def test_fake_endpoint_answers_batch_write_item_with_a_valid_crc():
         assert resp.status == 200 and json.loads(body) == {"UnprocessedItems": {}}
         assert int(resp.getheader("x-amz-crc32")) == binascii.crc32(body) & 0xFFFFFFFF
         assert fake.stats()["requests"] == 1
+
+
+def test_rollout_benchmark_runs_on_tiny_sizes_and_reports(tmp_path):
+    env = {**os.environ, "BENCH_RESULTS": str(tmp_path)}
+    run("benchmarks.rollout", "--size", "40", "--rounds", "1", "--batches", "1", "--checks", "5",
+        "--trees", "5", env=env, timeout=180)  # fmt: skip
+    got = json.loads((tmp_path / "rollout.json").read_text())
+    assert set(got["median_cpu_ms_per_batch"]) == {"off", "shadow", "canary20"}
+    assert got["alias_check"]["path"]["lean_checks"] >= 5 and got["alias_check"]["path"]["fallbacks"] == 0
+    run("benchmarks.report", env=env)
+    assert "## Model rollout" in (tmp_path / "REPORT.md").read_text()
