@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, aws_env, build_event, endpoint, log, pin
+from benchmarks.common import RESULTS, aws_env, build_event, endpoint, least_cpu_ms, log, pin
 
 VARIANTS = ("off", "alerts", "archive", "both")
 
@@ -137,18 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         key = BatchKey("shardId-000000000000", "1", "2")
 
-        def least(fn: Any, n: int = 40) -> float:
-            best = float("inf")
-            for _ in range(n):
-                t = time.process_time()
-                fn()
-                best = min(best, (time.process_time() - t) * 1000)
-            return round(best, 2)
-
         alone = {
-            "alerts_send_ms": least(lambda: alerter.send(alerts, Deadline(30))),
-            "archive_put_ms": least(lambda: archive.put(rows, key, Deadline(30))),
-            "batch_off_min_ms": round(min(min(cpu_ms["off"]), least(lambda: batch("off"), 15)), 2),
+            "alerts_send_ms": least_cpu_ms(lambda: alerter.send(alerts, Deadline(30))),
+            "archive_put_ms": least_cpu_ms(lambda: archive.put(rows, key, Deadline(30))),
+            "batch_off_min_ms": round(min(min(cpu_ms["off"]), least_cpu_ms(lambda: batch("off"), 15)), 2),
         }
         sink_close = getattr(sink, "executor", None)
         if sink_close is not None:

@@ -30,18 +30,9 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.common import RESULTS, aws_env, build_event, endpoint, log, pin
+from benchmarks.common import RESULTS, aws_env, build_event, endpoint, least_cpu_ms, log, pin
 
 VARIANTS = ("off", "shadow", "canary20")
-
-
-def least(fn: Any, n: int = 40) -> float:
-    best = float("inf")
-    for _ in range(n):
-        t = time.process_time()
-        fn()
-        best = min(best, (time.process_time() - t) * 1000)
-    return round(best, 3)
 
 
 def pipeline_costs(args: argparse.Namespace, challenger_dir: str) -> dict[str, Any]:
@@ -114,12 +105,12 @@ def pipeline_costs(args: argparse.Namespace, challenger_dir: str) -> dict[str, A
         )
         with_shadow = dataclasses.replace(rows, shadow_scores=theirs, shadow_version=challenger.version)
         alone = {
-            "items_ms": least(lambda: build_items(rows, 30)),
-            "items_with_shadow_ms": least(lambda: build_items(with_shadow, 30)),
-            "predict_ms": least(lambda: challenger.predict(vec.matrix)),
-            "shadow_compare_ms": least(lambda: compare(scored, theirs, challenger)),
-            "canary_hash_ms": least(lambda: canary_mask(vec.ids, challenger.version, 20)),
-            "batch_off_min_ms": least(lambda: batch("off"), 15),
+            "items_ms": least_cpu_ms(lambda: build_items(rows, 30)),
+            "items_with_shadow_ms": least_cpu_ms(lambda: build_items(with_shadow, 30)),
+            "predict_ms": least_cpu_ms(lambda: challenger.predict(vec.matrix)),
+            "shadow_compare_ms": least_cpu_ms(lambda: compare(scored, theirs, challenger)),
+            "canary_hash_ms": least_cpu_ms(lambda: canary_mask(vec.ids, challenger.version, 20)),
+            "batch_off_min_ms": least_cpu_ms(lambda: batch("off"), 15),
         }
         executor = getattr(sink, "executor", None)
         if executor is not None:

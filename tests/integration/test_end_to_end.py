@@ -129,18 +129,25 @@ def test_producer_poller_and_handler_account_for_every_record(handler, resources
     assert len(valid) + len(expected_reason) == N_EVENTS  # produced = scored + quarantined
 
 
-def test_make_run_command_accounts_for_every_record():
-    # `make run` runs exactly this (with EVENTS/SHARDS); it starts and stops its own moto server.
+def run_module(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """A `make run*` command as make runs it, without this process's AWS variables: it starts and stops its
+    own moto server. Fails the test with its output when it exits non-zero."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "sam.local.run", "--events", "2000", "--shards", "2"],
+        [sys.executable, "-m", *argv],
         cwd=REPO,
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_make_run_command_accounts_for_every_record():
+    # `make run` runs exactly this (with EVENTS/SHARDS)
+    proc = run_module("sam.local.run", "--events", "2000", "--shards", "2", timeout=120)
     out = proc.stdout
     assert "OK: all 2,000 records accounted for" in out
     rows = {
@@ -156,16 +163,7 @@ def test_make_run_command_accounts_for_every_record():
 
 def test_make_run_rollout_checks_every_items_model_version():
     # `make run-rollout` runs this: publish, shadow, canary, promote, rollback on a live stream
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sam.local.run.rollout", "--events", "1000", "--shards", "1"],
-        cwd=REPO,
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_module("sam.local.run.rollout", "--events", "1000", "--shards", "1", timeout=300)
     out = proc.stdout
     assert "OK: all 1,000 records accounted for" in out
     assert "OK: every item names the model its phase gives it." in out

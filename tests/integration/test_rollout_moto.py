@@ -225,3 +225,16 @@ def test_the_guardrail_goes_back_to_the_previous_live_and_says_so(
     (tripped,) = [x for x in logs() if x.get("rollout_event") == "tripped"]
     assert (tripped["alias"], tripped["version"], tripped["failed"]) == ("live", v2, 2)
     assert emitted(capsys.readouterr().out, "ModelGuardrailTripped") == [1.0]
+
+
+def test_the_http_and_s3_functions_resolve_the_live_alias_at_cold_start(
+    registry, boto_session, second_bundle
+):
+    from consumers.aws.clients import load_model
+    from consumers.core.config import HTTP_REQUIRED, Settings
+
+    settings = Settings.from_env(require=HTTP_REQUIRED)
+    assert load_model(settings, boto_session).version == V1
+    v2 = ops.publish(registry, second_bundle[0]).version
+    ops.promote(registry, v2, "live")
+    assert load_model(settings, boto_session).version == v2

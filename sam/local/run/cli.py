@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -108,6 +109,23 @@ def restore_stdout() -> None:
     """Undo ``sys.stdout = DropEMF(sys.stdout)``."""
     if isinstance(sys.stdout, DropEMF):
         sys.stdout = sys.stdout.stream
+
+
+def on_moto(body: Callable[[MotoServer], int], *, starting: str = "starting moto server ...") -> int:
+    """Run ``body`` with a moto server started for it (its endpoint in the environment) and stopped after,
+    whatever happens: the exit code of ``body``, or 130 after Ctrl-C."""
+    print(starting, file=sys.stderr, flush=True)
+    server = MotoServer().start()
+    try:
+        os.environ.update(server.env())
+        return body(server)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        restore_stdout()
+        server.stop()
+        print(f"moto server on {server.endpoint} stopped", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ from sam.local.emulator import MotoServer
 from sam.local.poller import DropEMF, EventSourceSettings, Poller
 from sam.local.resources import create_queue, create_scores_table, create_stream
 from sam.local.run.argtypes import count, fraction
-from sam.local.run.cli import restore_stdout
+from sam.local.run.cli import on_moto
 from sam.local.run.config import (
     DEFAULT_TEMPLATE,
     FUNCTION,
@@ -91,19 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.canary_percent < 100:
         print("error: --canary-percent must be in (0, 100)", file=sys.stderr)
         return 2
-    print("starting moto server ...", file=sys.stderr, flush=True)
-    server = MotoServer().start()
-    try:
-        os.environ.update(server.env())
+
+    def body(server: MotoServer) -> int:
         with tempfile.TemporaryDirectory(prefix="rollout-") as tmp:
             return _run(args, server, tmp)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    finally:
-        restore_stdout()
-        server.stop()
-        print(f"moto server on {server.endpoint} stopped", file=sys.stderr, flush=True)
+
+    return on_moto(body)
 
 
 def _registry(session: Any, tmp: str) -> tuple[Registry, str, str]:

@@ -18,7 +18,7 @@ from sam.local.faults import FaultProxy, HandlerFaults
 from sam.local.poller import DropEMF, EventSourceSettings, Poller
 from sam.local.resources import create_queue, create_scores_table, create_stream
 from sam.local.run.argtypes import count, fraction, positive
-from sam.local.run.cli import restore_stdout, stop_on_signals
+from sam.local.run.cli import on_moto, stop_on_signals
 from sam.local.run.config import (
     DEFAULT_TEMPLATE,
     FUNCTION,
@@ -107,19 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     args.function, args.aws, args.stream_name = FUNCTION, False, LOCAL_NAMES["stream"]
     stop = threading.Event()
     signals = stop_on_signals(stop)
-    print("starting moto server and the fault proxy ...", file=sys.stderr, flush=True)
-    server = MotoServer().start()
-    proxy = FaultProxy(server.endpoint, seed=args.seed).start()
-    try:
-        return _soak(args, server, proxy, stop, signals)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    finally:
-        restore_stdout()
-        proxy.stop()
-        server.stop()
-        print(f"moto server on {server.endpoint} stopped", file=sys.stderr, flush=True)
+
+    def body(server: MotoServer) -> int:
+        proxy = FaultProxy(server.endpoint, seed=args.seed).start()
+        try:
+            return _soak(args, server, proxy, stop, signals)
+        finally:
+            proxy.stop()
+
+    return on_moto(body, starting="starting moto server and the fault proxy ...")
 
 
 def _soak(
