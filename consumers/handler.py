@@ -38,7 +38,9 @@ from consumers.bootstrap import (
 )
 from consumers.core.config import Settings
 from consumers.core.decisions import BandsError, DecisionBands
+from consumers.core.drift import DriftMonitor
 from consumers.core.errors import ConfigError, PredictError
+from consumers.core.explain import Explain
 from consumers.core.features import Vectorizer
 from consumers.core.pipeline import NO_ACTIONS, process_batch
 from consumers.core.ports import Actions, hit_rate_percent
@@ -46,7 +48,7 @@ from consumers.core.retry import Backoff, Deadline
 from consumers.core.rollout import Models
 from consumers.core.scoring import Scorer
 from consumers.core.types import BatchOutcome, BatchResponse
-from consumers.telemetry import report, report_rollout, report_variants
+from consumers.telemetry import report, report_drift, report_rollout, report_variants
 
 DEFAULT_BUDGET_S = 60.0  # when invoked without a Lambda context (scripts)
 
@@ -66,6 +68,7 @@ class Runtime:
         None  # FEATURE_TABLE set: per-entity features, cached across invocations
     )
     actions: Actions = NO_ACTIONS  # alerts, the analytics archive, which items the table keeps
+    monitor: DriftMonitor | None = None  # drift window of the live model (consumers/core/drift.py)
     last_outcome: BatchOutcome | None = None  # for the local poller's live progress; one invocation at a time
 
     @classmethod
@@ -100,6 +103,21 @@ class Runtime:
         )
 
     @property
+    def explain(self) -> Explain | None:
+        s = self.settings
+        return Explain(s.explain_top_k, s.explain_min_score, s.explain_approx) if s.explain_top_k else None
+
+    def drift_monitor(self, live: Scorer) -> DriftMonitor | None:
+        """The live model's drift window (a new one when the live model changes); None without a reference
+        in the bundle or with DRIFT_MIN_RECORDS=0."""
+        reference = getattr(live, "reference", None)  # BoosterScorer's; a scorer without one: no monitoring
+        if reference is None or not self.settings.drift_min_records:
+            return None
+        if self.monitor is None or self.monitor.reference is not reference:
+            self.monitor = DriftMonitor(reference, min_records=self.settings.drift_min_records)
+        return self.monitor
+
+    @property
     def scorer(self) -> Scorer:
         """The live model the next batch is scored with."""
         return self.models.current.live
@@ -121,10 +139,11 @@ class Runtime:
         with calls_within(Deadline(min(self.settings.model_load_budget_s, 0.25 * deadline.remaining()))):
             self.models.refresh_if_due()
         report_rollout(self.models.take_events())
+        variants = self.models.current  # one snapshot for the whole batch
         try:
             outcome = process_batch(
                 event,
-                scorer=self.models.current,  # one snapshot for the whole batch
+                scorer=variants,
                 vectorizer=self.vectorizer,
                 sink=self.sink,
                 quarantine=self.quarantine,
@@ -133,6 +152,8 @@ class Runtime:
                 span=lambda name: tracer.provider.in_subsegment(f"## {name}"),
                 enricher=self.enricher,
                 actions=self.actions,
+                monitor=self.drift_monitor(variants.live),
+                explain=self.explain,
             )
         except PredictError:
             self.models.observe(failed=True)
@@ -146,6 +167,8 @@ class Runtime:
         )
         report(event, outcome)
         report_variants(outcome)
+        if outcome.drift is not None:
+            report_drift(outcome.drift, variants.live.version)
         report_rollout(self.models.take_events())
         if self.enricher is not None and (rate := hit_rate_percent(self.enricher.last)) is not None:
             metrics.add_metric(name="EnrichmentCacheHitRate", unit=MetricUnit.Percent, value=rate)

@@ -160,6 +160,8 @@ def _info(args: argparse.Namespace) -> dict[str, Any]:
         "uri": bundle.uri,
         "load_ms": round(load_ms, 1),
         "num_trees": bundle.booster.num_boosted_rounds(),
+        # the training distributions drift is measured against (inside model.ubj; none: monitoring off)
+        "reference": bundle.reference.to_json() if bundle.reference is not None else None,
     }
 
 

@@ -20,6 +20,7 @@ import xgboost as xgb
 
 from consumers.core.bundle import write_bundle
 from consumers.core.decisions import DecisionBands
+from consumers.core.drift import Reference
 from consumers.core.errors import ModelError
 from consumers.core.features import Vectorizer
 from consumers.core.schema import FeatureSchema
@@ -153,7 +154,18 @@ def train(
         "train_seconds": round(t_fit, 3),
         "data_seconds": round(t_data, 3),
     }
-    return write_bundle(out_dir, booster, schema, metrics=metrics, training=training, decisions=decisions)
+    threshold = decisions.thresholds[0] if decisions is not None else 0.5
+    # what drift is measured against (consumers/core/drift.py): the training rows, the holdout scores
+    reference = Reference.build(x[fit], scores, schema, threshold)
+    return write_bundle(
+        out_dir,
+        booster,
+        schema,
+        metrics=metrics,
+        training=training,
+        decisions=decisions,
+        reference=reference,
+    )
 
 
 AUTO_BLOCK_PRECISION = 0.9

@@ -40,8 +40,9 @@ def lines(rows: ScoreRows) -> bytes:
     n = len(rows)
     decisions = rows.decisions if rows.decisions is not None else [None] * n
     shadows = rows.shadow_scores.tolist() if rows.shadow_scores is not None else [math.nan] * n
+    reasons = rows.reasons if rows.reasons is not None else [None] * n
     out = bytearray()
-    for key, score, pos, arrival, decision, version, shadow in zip(
+    for key, score, pos, arrival, decision, version, shadow, why in zip(
         rows.ids,
         rows.scores.tolist(),
         rows.positions,
@@ -49,6 +50,7 @@ def lines(rows: ScoreRows) -> bytes:
         decisions,
         rows.version_list(),
         shadows,
+        reasons,
         strict=True,
     ):
         line = {
@@ -64,6 +66,8 @@ def lines(rows: ScoreRows) -> bytes:
         if shadow == shadow:  # not NaN: a shadow model scored this row
             line["shadow_score"] = round(shadow, 9)
             line["shadow_version"] = rows.shadow_version
+        if why:
+            line["reasons"] = [{"feature": f, "contribution": c} for f, c in why]
         out += orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
     return bytes(out)
 

@@ -37,6 +37,7 @@ ITEM_REFUSAL_CODES = frozenset({"ValidationException"})
 ChunkResult = tuple[list[str], dict[str, str]]  # (unwritten keys, refused key -> error code)
 
 _ITEM_OVERHEAD_BYTES = 384  # attribute names + fixed-size values (all 13, shadow included: 266), generous
+REASON_BYTES = 96  # one reason: a feature name (<= 64 bytes) and its contribution, with attribute names
 
 
 def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]]]:
@@ -52,6 +53,7 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
     versions = rows.version_list()
     shadows = rows.shadow_scores.tolist() if rows.shadow_scores is not None else [math.nan] * n
     shadow_version = {"S": rows.shadow_version}
+    reasons = rows.reasons if rows.reasons is not None else [None] * n
     columns = zip(
         rows.ids,
         rows.scores.tolist(),
@@ -61,9 +63,10 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
         decisions,
         versions,
         shadows,
+        reasons,
         strict=True,
     )
-    for event_id, score, pos, arrival, digest, decision, version, shadow in columns:
+    for event_id, score, pos, arrival, digest, decision, version, shadow, why in columns:
         item = {
             "event_id": {"S": event_id},
             "score": {"N": f"{score:.9f}"},  # deterministic text for a float32 in [0, 1]
@@ -80,12 +83,20 @@ def build_items(rows: ScoreRows, ttl_days: int) -> list[dict[str, dict[str, str]
         if shadow == shadow:  # not NaN: a shadow model scored this row (docs/rollout.md)
             item["shadow_score"] = {"N": f"{shadow:.9f}"}
             item["shadow_version"] = shadow_version
+        if why:  # the top features of a high score (EXPLAIN_TOP_K): [{feature, contribution}], largest first
+            item["reasons"] = {
+                "L": [{"M": {"feature": {"S": f}, "contribution": {"N": repr(c)}}} for f, c in why]
+            }
         if pos.sub_sequence_number is not None:
             item["sub_sequence_number"] = {"N": str(pos.sub_sequence_number)}
         if ttl_s:
             item["ttl"] = {"N": str(int(arrival) + ttl_s)}
         append(item)
     return items
+
+
+def _reason(feature: str, contribution: float) -> dict[str, Any]:
+    return {"M": {"feature": {"S": feature}, "contribution": {"N": repr(contribution)}}}
 
 
 def _item_size(item: dict[str, Any]) -> int:
@@ -96,6 +107,7 @@ def _item_size(item: dict[str, Any]) -> int:
         + len(item["shard_id"]["S"])
         + len(item["sequence_number"]["S"])
         + _ITEM_OVERHEAD_BYTES
+        + (REASON_BYTES * len(item["reasons"]["L"]) if "reasons" in item else 0)
     )
 
 

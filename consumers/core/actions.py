@@ -62,14 +62,15 @@ def deliver(
 
     if actions.alerter is not None and rows.decisions is not None and actions.actionable:
         alerts = [
-            Alert(key, score, decision, version, pos, arrival, (payloads or {}).get(key))
-            for key, score, decision, version, pos, arrival in zip(
+            Alert(key, score, decision, version, pos, arrival, (payloads or {}).get(key), why)
+            for key, score, decision, version, pos, arrival, why in zip(
                 rows.ids,
                 rows.scores.tolist(),
                 rows.decisions,
                 rows.version_list(),
                 rows.positions,
                 rows.arrivals,
+                rows.reasons if rows.reasons is not None else [None] * len(rows),
                 strict=True,
             )
             if decision in actions.actionable and key not in out.unwritten and key not in out.refused

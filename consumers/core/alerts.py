@@ -49,6 +49,7 @@ class Alert:
     position: Position
     arrival: float  # epoch s
     payload: bytes | None = None  # the raw record, only when the operator asked for it
+    reasons: list[tuple[str, float]] | None = None  # the score's top features (EXPLAIN_TOP_K)
 
 
 def entry_size(entry: dict[str, Any]) -> int:
@@ -73,6 +74,8 @@ def entry(alert: Alert, *, source: str, bus: str) -> dict[str, Any]:
         "sub_sequence_number": p.sub_sequence_number,
         "arrived_at": int(alert.arrival * 1000),
     }
+    if alert.reasons:
+        detail["reasons"] = [{"feature": f, "contribution": c} for f, c in alert.reasons]
     out = {
         "Source": source,
         "DetailType": DETAIL_TYPE,

@@ -43,6 +43,7 @@ from typing import Any
 import xgboost as xgb
 
 from consumers.core.decisions import BANDS_ATTR, CARD_KEY, BandsError, DecisionBands
+from consumers.core.drift import REFERENCE_ATTR, Reference, ReferenceError
 from consumers.core.errors import ModelError, ModelUnavailable, SchemaError
 from consumers.core.schema import FeatureSchema
 
@@ -116,6 +117,7 @@ def write_bundle(
     metrics: dict[str, Any],
     training: dict[str, Any],
     decisions: DecisionBands | None = None,
+    reference: Reference | None = None,
 ) -> dict[str, Any]:
     """Write the three files (card.json last: a directory with a card is complete) and return the card.
 
@@ -137,6 +139,7 @@ def write_bundle(
         **{TRAINED_SCHEMA_ATTR: sha256_hex(features)}
     )  # saved inside model.ubj: the version covers it
     booster.set_attr(**{BANDS_ATTR: decisions.canonical() if decisions is not None else None})
+    booster.set_attr(**{REFERENCE_ATTR: reference.canonical() if reference is not None else None})
     model = bytes(booster.save_raw(raw_format="ubj"))
     model_sha = sha256_hex(model)
     card: dict[str, Any] = {
@@ -173,6 +176,7 @@ class ModelBundle:
     card: dict[str, Any]
     uri: str
     decisions: DecisionBands | None = None  # the model's decision bands, if it declares any
+    reference: Reference | None = None  # the training distributions drift is measured against
 
     @property
     def version(self) -> str:
@@ -298,10 +302,18 @@ def _build(card: dict[str, Any], model: bytes, features: bytes, uri: str) -> Mod
             f"the consumer needs {OBJECTIVE!r} probabilities"
         )
     decisions = _decisions(booster, card, bad)
+    reference = None
+    if (stored := booster.attr(REFERENCE_ATTR)) is not None:
+        try:
+            reference = Reference.from_json(json.loads(stored), schema.names)
+        except (ValueError, ReferenceError) as exc:
+            raise bad(f"{MODEL_FILE} carries an invalid drift reference: {exc}") from exc
     # By default a Booster predicts on every visible core; on one vCPU two threads double small-batch
     # latency (benchmarks/results/REPORT.md).
     booster.set_param({"nthread": 1})
-    return ModelBundle(booster=booster, schema=schema, card=card, uri=uri, decisions=decisions)
+    return ModelBundle(
+        booster=booster, schema=schema, card=card, uri=uri, decisions=decisions, reference=reference
+    )
 
 
 def _decisions(booster: xgb.Booster, card: dict[str, Any], bad: Any) -> DecisionBands | None:

@@ -76,6 +76,13 @@ class Settings:
     guardrail_batches: int = 10
     guardrail_max_error_rate: float = 0.3
     guardrail_max_quarantine_rate: float = 1.0
+    # Drift (consumers/core/drift.py): records a window needs before it reports (0: monitoring off).
+    # Reasons for high scores (consumers/core/explain.py): top features per explained row (0: off), the least
+    # score explained (empty: the model's threshold), approximate contributions.
+    drift_min_records: int = 1000
+    explain_top_k: int = 0
+    explain_min_score: float | None = None
+    explain_approx: bool = False
 
     @classmethod
     def from_env(
@@ -171,4 +178,10 @@ class Settings:
             guardrail_batches=integer("GUARDRAIL_BATCHES", 10, 0, 1000),
             guardrail_max_error_rate=rate("GUARDRAIL_MAX_ERROR_RATE", 0.3),
             guardrail_max_quarantine_rate=rate("GUARDRAIL_MAX_QUARANTINE_RATE", 1.0),
+            drift_min_records=integer("DRIFT_MIN_RECORDS", 1000, 0, 10_000_000),
+            explain_top_k=integer("EXPLAIN_TOP_K", 0, 0, 64),
+            explain_min_score=rate("EXPLAIN_MIN_SCORE", -1.0)
+            if env.get("EXPLAIN_MIN_SCORE", "").strip()
+            else None,
+            explain_approx=boolean("EXPLAIN_APPROX", False),
         )

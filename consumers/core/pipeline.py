@@ -28,6 +28,9 @@ from typing import Any
 from consumers.core.actions import deliver
 from consumers.core.collisions import content_digest
 from consumers.core.decode import decode_event
+from consumers.core.drift import DriftMonitor
+from consumers.core.explain import Explain
+from consumers.core.explain import explain as explain_rows
 from consumers.core.features import Vectorizer
 from consumers.core.ports import Actions, BatchKey, Enricher, Quarantine, ScoreRows, Sink
 from consumers.core.retry import Deadline
@@ -78,6 +81,8 @@ def process_batch(
     span: Span = no_span,
     enricher: Enricher | None = None,
     actions: Actions = NO_ACTIONS,
+    monitor: DriftMonitor | None = None,
+    explain: Explain | None = None,
 ) -> BatchOutcome:
     stage = _Stages(span)
     with stage("decode"):
@@ -107,6 +112,10 @@ def process_batch(
         with stage("shadow"):  # one more predict over the same matrix; its failure touches nothing
             by_model = models.with_shadow(vec.matrix, by_model)
     scores = by_model.scores
+    drift = None
+    if monitor is not None:
+        with stage("drift"):  # one searchsorted per feature column and one bincount: consumers/core/drift.py
+            drift = monitor.observe(vec.matrix, scores)
 
     # One item per event_id: the highest position wins. Every scored row remembers its key.
     with stage("items"):
@@ -124,6 +133,12 @@ def process_batch(
             if data[lost] != data[won]:  # a producer's retry repeats the bytes; another event does not
                 collisions.append(Overwrite(positions[lost], positions[won]))
         rows_idx = list(winner.values())
+        reasons = None
+        if explain is not None and explain.top_k > 0:
+            with stage("explain"):  # TreeSHAP on the rows that qualify only, one call per serving model
+                picked = explain.rows(by_model, rows_idx, models.live, models.canary)
+                found = explain_rows(models, vec.matrix, by_model, picked, explain)
+                reasons = [found.get(m) for m in rows_idx] if found else None
         rows = ScoreRows(
             ids=[vec.ids[m] for m in rows_idx],
             scores=scores[rows_idx] if rows_idx else scores,
@@ -136,6 +151,7 @@ def process_batch(
             versions=by_model.versions(rows_idx),
             shadow_scores=by_model.shadow_for(rows_idx),
             shadow_version=by_model.shadow_version,
+            reasons=reasons,
         )
 
     with stage("write"):
@@ -179,6 +195,7 @@ def process_batch(
         alerts_sent=delivery.alerts_sent,
         decisions=_count(rows.decisions),
         scores=by_model,
+        drift=drift,
     )
 
 

@@ -37,6 +37,9 @@ class ScoreRows:
     versions: list[str] | None = None
     shadow_scores: np.ndarray | None = None
     shadow_version: str = ""
+    # Reasons for high scores (EXPLAIN_TOP_K): per row its top features and their TreeSHAP contributions, or
+    # None for a row not explained; None when nothing was.
+    reasons: list[list[tuple[str, float]] | None] | None = None
 
     def take(self, rows: Sequence[int]) -> ScoreRows:
         """The rows at these indexes, in that order."""
@@ -58,6 +61,7 @@ class ScoreRows:
             versions=pick(self.versions),
             shadow_scores=None if shadow is None else (shadow[idx] if idx else shadow[:0]),
             shadow_version=self.shadow_version,
+            reasons=pick(self.reasons),
         )
 
     def version_list(self) -> list[str]:

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
+    from consumers.core.drift import DriftReport
     from consumers.core.variants import BatchScores
 
 
@@ -143,3 +144,4 @@ class BatchOutcome:
     alerts_sent: int = 0
     decisions: dict[str, int] = field(default_factory=dict)  # rows (distinct event ids) per decision
     scores: BatchScores | None = None  # per model: the canary's rows and error, the shadow's comparison
+    drift: DriftReport | None = None  # when this batch filled the drift window (consumers/core/drift.py)

@@ -21,7 +21,7 @@ from sam.local.faults import FaultProxy
 from tests.helpers import event_of
 from tests.integration.test_handler_moto import valid_events
 
-V1 = "0088bc2abbd256a8"
+V1 = "42829e09ae9928ec"
 ROOT = "s3://model-registry/models/fraud"
 
 

@@ -21,7 +21,7 @@ def rows(decisions=("allow", "review", None)):
             Position('sh"ard', "3"),
         ],  # fmt: skip
         arrivals=[1_763_805_600.25, 1_763_805_601.0, 0.0],
-        model_version="0088bc2abbd256a8",
+        model_version="42829e09ae9928ec",
         scored_at_ms=1,
         decisions=list(decisions) if decisions is not None else None,
     )

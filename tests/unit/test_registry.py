@@ -24,7 +24,7 @@ from model import DEFAULT_BUNDLE_DIR
 from model import registry as ops
 from model.registry import Registry
 
-V1 = "0088bc2abbd256a8"  # the default bundle
+V1 = "42829e09ae9928ec"  # the default bundle
 
 
 @pytest.fixture
@@ -53,9 +53,9 @@ def test_model_uri_names_the_live_alias_only():
         (b"[]", "must be a JSON object"),
         (b'{"format": 2}', "format is 2"),
         (b'{"format": 1, "live": "nothex"}', "16 hex digits"),
-        (b'{"format": 1, "canary": "0088bc2abbd256a8"}', "needs a percentage"),
+        (b'{"format": 1, "canary": "42829e09ae9928ec"}', "needs a percentage"),
         (b'{"format": 1, "canary_percent": 5}', "needs a percentage above 0, and a percentage needs"),
-        (b'{"format": 1, "canary": "0088bc2abbd256a8", "canary_percent": 101}', "0..100"),
+        (b'{"format": 1, "canary": "42829e09ae9928ec", "canary_percent": 101}', "0..100"),
         (b'{"format": 1, "history": {}}', "history must be a list"),
     ],
 )

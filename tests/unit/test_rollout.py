@@ -19,7 +19,7 @@ from model import DEFAULT_BUNDLE_DIR
 from model import registry as ops
 from model.registry import Registry
 
-V1 = "0088bc2abbd256a8"
+V1 = "42829e09ae9928ec"
 
 
 class Clock:
