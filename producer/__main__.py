@@ -1,8 +1,10 @@
 """Command line: load generation for the stream.
 
     python -m producer publish --stream S --count N [--rate R] [--malformed-fraction F] [--aggregate]
-                               [--seed N] [--deadline S] [--quiet]
-    python -m producer generate --count N [--seed N]
+                               [--seed N] [--deadline S] [--drift SPEC] [--quiet]
+    python -m producer generate --count N [--seed N] [--drift SPEC]
+
+``--drift SPEC`` shifts chosen features (producer/drift.py: e.g. ``amount*3,channel=ecommerce@0.5``).
 
 ``publish`` prints its report as one JSON object on stdout (a tqdm progress bar goes to stderr) and exits
 0 when every record was written, 1 when some could not be written by the deadline (the report says which
@@ -26,6 +28,7 @@ import orjson
 from consumers.core.errors import ScoringError
 from consumers.core.schema import FeatureSchema
 from model import DEFAULT_SCHEMA_PATH
+from producer.drift import DriftSpec, DriftSpecError
 from producer.malformed import AGGREGATE_KINDS, DEFAULT_KINDS, corrupt
 
 # Events are generated in chunks: memory stays flat for any --count. A multiple of model.synthetic's
@@ -95,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema", default=str(DEFAULT_SCHEMA_PATH), help="features.json (default: the model's)"
     )
     pub.add_argument("--quiet", action="store_true", help="no progress bar")
+    drift_help = "shift features, e.g. 'amount*3,ip_risk_score+0.3,channel=ecommerce@0.5' (producer/drift.py)"
+    pub.add_argument("--drift", default=None, help=drift_help)
 
     gen = sub.add_parser("generate", help="write valid events as JSON Lines to stdout")
     gen.add_argument("--count", type=_positive_int, required=True)
     gen.add_argument("--seed", type=_positive_int, default=0)
     gen.add_argument("--schema", default=str(DEFAULT_SCHEMA_PATH))
+    gen.add_argument("--drift", default=None, help=drift_help)
     return p
 
 
@@ -108,20 +114,28 @@ def is_malformed(index: int, fraction: float) -> bool:
     return int((index + 1) * fraction) > int(index * fraction)
 
 
-def _events(schema: FeatureSchema, count: int, seed: int) -> Iterator[list[dict[str, Any]]]:
+def _events(
+    schema: FeatureSchema, count: int, seed: int, drift: DriftSpec | None = None
+) -> Iterator[list[dict[str, Any]]]:
     from model.synthetic import generate_events
 
     for start in range(0, count, GEN_CHUNK):
-        yield generate_events(schema, min(GEN_CHUNK, count - start), seed=seed, start_index=start)
+        chunk = generate_events(schema, min(GEN_CHUNK, count - start), seed=seed, start_index=start)
+        yield [drift.apply(start + i, ev) for i, ev in enumerate(chunk)] if drift is not None else chunk
 
 
 def mixed_records(
-    schema: FeatureSchema, count: int, seed: int, fraction: float, kinds: tuple[str, ...] = DEFAULT_KINDS
+    schema: FeatureSchema,
+    count: int,
+    seed: int,
+    fraction: float,
+    kinds: tuple[str, ...] = DEFAULT_KINDS,
+    drift: DriftSpec | None = None,
 ) -> Iterator[dict[str, Any] | tuple[str, bytes]]:
-    """``count`` records for (seed): event ``i``, or, at a ``fraction`` of indexes, a malformed payload
-    derived from event ``i`` (the kinds in turn). Deterministic, and lazily generated."""
+    """``count`` records for (seed): event ``i`` (drifted by ``drift``), or, at a ``fraction`` of indexes, a
+    malformed payload derived from event ``i`` (the kinds in turn). Deterministic, and lazily generated."""
     index = bad = 0
-    for chunk in _events(schema, count, seed):
+    for chunk in _events(schema, count, seed, drift):
         for ev in chunk:
             if fraction and is_malformed(index, fraction):
                 pk, data, _ = corrupt(schema, ev, kinds[bad % len(kinds)], variant=bad // len(kinds))
@@ -147,7 +161,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     try:
         schema = FeatureSchema.load(args.schema)
-    except ScoringError as exc:
+        drift = DriftSpec.parse(args.drift, schema) if args.drift else None
+    except (ScoringError, DriftSpecError) as exc:
         return _fail(str(exc))
     try:
         session = boto3.session.Session()
@@ -176,7 +191,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             progress=bar.update,
         )
         try:
-            records = mixed_records(schema, args.count, args.seed, args.malformed_fraction, kinds)
+            records = mixed_records(schema, args.count, args.seed, args.malformed_fraction, kinds, drift)
             report = publisher.publish(records)
         except PublishError as exc:
             bar.close()
@@ -192,12 +207,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     try:
         schema = FeatureSchema.load(args.schema)
-    except ScoringError as exc:
+        drift = DriftSpec.parse(args.drift, schema) if args.drift else None
+    except (ScoringError, DriftSpecError) as exc:
         return _fail(str(exc))
     out = sys.stdout.buffer
     dumps = orjson.dumps
     try:
-        for chunk in _events(schema, args.count, args.seed):
+        for chunk in _events(schema, args.count, args.seed, drift):
             out.write(b"\n".join(map(dumps, chunk)) + b"\n")
         out.flush()
     except BrokenPipeError:  # `... generate | head`: the reader left; not an error

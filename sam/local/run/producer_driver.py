@@ -121,12 +121,16 @@ class Producer:
         chunk: int = CHUNK,
         compact: bool = False,
         before_chunk: Callable[[int], None] | None = None,
+        transform: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
         self.n, self.seed, self.chunk = n, seed, chunk
         self.malformed_fraction, self.aggregate_fraction = malformed_fraction, aggregate_fraction
         self.stop = stop
         self.before_chunk = before_chunk  # called with each chunk's first index before it is generated
+        self.transform = (
+            transform  # (index, event) -> the event published (e.g. producer.drift.DriftSpec.apply)
+        )
         self.expected = Expected()
         self.positions = PositionArrays(n) if compact else None
         self._completed = not compact
@@ -151,6 +155,8 @@ class Producer:
         exp = self.expected
         for j, ev in enumerate(generate_events(self.schema, m, seed=self.seed, start_index=start)):
             i = start + j
+            if self.transform is not None:
+                ev = self.transform(i, ev)
             in_agg = j >= m - n_agg
             if self.malformed_fraction and is_malformed(i, self.malformed_fraction):
                 # A malformed *aggregate* only stays one outside an aggregate (producer/malformed.py).
