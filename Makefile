@@ -107,6 +107,14 @@ ROLLOUT_ARGS ?=
 run-rollout: $(STAMP)
 	$(PY) -m sam.local.run.rollout --events $(ROLLOUT_EVENTS) $(ROLLOUT_ARGS)
 
+# Drift you can see (sam/local/run/drift.py, docs/monitoring.md): normal traffic, then DRIFT (producer --drift
+# SPEC); the top features by PSI and the score quantiles per phase, build/run-drift/{summary.txt,drift.png}.
+DRIFT_EVENTS ?= 20000
+DRIFT ?= amount*3,ip_risk_score+0.3,channel=ecommerce@0.5
+.PHONY: run-drift
+run-drift: $(STAMP)
+	$(PY) -m sam.local.run.drift --events $(DRIFT_EVENTS) --drift '$(DRIFT)'
+
 # S3 batch path locally (sam/local/s3_demo.py): moto, a generated file under the input prefix, the S3 event,
 # the head of the scored file and of .rejected. S3_ARGS e.g. "--format jsonl --enrich".
 S3_ROWS ?= 10000

@@ -173,3 +173,15 @@ def test_make_run_rollout_checks_every_items_model_version():
     assert all(p[-1] == "0" for p in phases)  # no mismatches
     assert "rank agreement (Spearman)" in out
     assert "moto server on http://127.0.0.1:" in proc.stderr and "stopped" in proc.stderr
+
+
+def test_make_run_drift_finds_the_drifted_features(tmp_path):
+    # `make run-drift` runs this: normal then drifted traffic; the drifted features must be the top PSI
+    proc = run_module("sam.local.run.drift", "--events", "4000", "--shards", "1", "--out", str(tmp_path),
+                      timeout=300)  # fmt: skip
+    out = proc.stdout
+    assert "OK: the drifted features are the top ones by PSI." in out
+    drifted = next(line for line in out.splitlines() if "phase 2 (drifted)" in line)
+    top = out.split(drifted, 1)[1].splitlines()[1]
+    assert top.split(":")[1].split(",")[0].split()[0] in ("amount", "ip_risk_score", "channel")
+    assert (tmp_path / "drift.png").stat().st_size > 10_000 and (tmp_path / "summary.txt").exists()
