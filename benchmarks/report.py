@@ -15,8 +15,8 @@ import time
 
 from benchmarks.common import RESULTS, TARGET_LABELS
 from benchmarks.cost import model as cost_model
+from benchmarks.report_models import monitoring_section, rollout_section
 from benchmarks.report_plots import plots
-from benchmarks.report_rollout import rollout_section
 from benchmarks.report_sections import (
     cold_section,
     compare_section,
@@ -110,6 +110,9 @@ def report() -> str:
     rollout = load("rollout")
     if rollout:
         out += rollout_section(rollout)
+    monitoring = load("monitoring")
+    if monitoring:
+        out += monitoring_section(monitoring)
     out += ["## Plots", ""] + [f"![{m}]({m})" for m in made] + [""]
     notes = RESULTS / "NOTES.md"
     if notes.exists():

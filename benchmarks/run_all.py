@@ -28,6 +28,7 @@ FULL = {
     "coldstart": ["--runs", "10"],
     "e2e": [],
     "rollout": [],
+    "monitoring": [],
 }
 QUICK = {
     "write_path": ["--requests", "20", "--repeat", "1", "--latency-repeat", "1", "--skip-latency"],
@@ -36,6 +37,7 @@ QUICK = {
     "coldstart": ["--runs", "1", "--records", "10"],
     "e2e": ["--sizes", "10", "--burst-events", "20", "--rate", "20", "--seconds", "1", "--timeout", "20"],
     "rollout": ["--size", "50", "--rounds", "1", "--batches", "1", "--checks", "5", "--trees", "5"],
+    "monitoring": ["--size", "200", "--rounds", "1", "--batches", "1", "--share", "0.05"],
 }
 
 

@@ -102,3 +102,14 @@ def test_rollout_benchmark_runs_on_tiny_sizes_and_reports(tmp_path):
     assert got["alias_check"]["path"]["lean_checks"] >= 5 and got["alias_check"]["path"]["fallbacks"] == 0
     run("benchmarks.report", env=env)
     assert "## Model rollout" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_monitoring_benchmark_runs_on_tiny_sizes_and_reports(tmp_path):
+    env = {**os.environ, "BENCH_RESULTS": str(tmp_path)}
+    run("benchmarks.monitoring", "--size", "200", "--rounds", "1", "--batches", "1", "--share", "0.05",
+        env=env, timeout=180)  # fmt: skip
+    got = json.loads((tmp_path / "monitoring.json").read_text())
+    assert set(got["min_cpu_ms_per_batch"]) == {"off", "drift", "reasons", "reasons_approx", "both"}
+    assert got["explained_rows"] >= 1 and got["alone"]["shap_exact_ms"] > 0
+    run("benchmarks.report", env=env)
+    assert "## Drift and reasons" in (tmp_path / "REPORT.md").read_text()

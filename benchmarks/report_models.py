@@ -1,4 +1,5 @@
-"""The report's section on model rollout (benchmarks/rollout.py, results/rollout.json; docs/rollout.md)."""
+"""The report's sections on the models in the stream: rollout (benchmarks/rollout.py, docs/rollout.md) and
+monitoring (benchmarks/monitoring.py, docs/monitoring.md)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,47 @@ def rollout_section(r: dict) -> list[str]:
         f"(budget 1 ms; botocore's GetObject answered 304 costs ~1.3 ms). Adopting a new version (download, "
         f"verify, warm): {check['adopt_new_version']['cpu_ms']:.0f} ms CPU, "
         f"{check['adopt_new_version']['wall_ms']:.0f} ms wall, once per version per container.",
+        "",
+    ]
+    return out
+
+
+def monitoring_section(r: dict) -> list[str]:
+    low, vs_min, med, vs = (
+        r["min_cpu_ms_per_batch"],
+        r["vs_off_min"],
+        r["median_cpu_ms_per_batch"],
+        r["vs_off"],
+    )
+    alone, alone_vs = r["alone"], r["alone_vs_off"]
+    label = {
+        "off": "neither",
+        "drift": "drift (a report every batch)",
+        "reasons": f"reasons, exact TreeSHAP ({r['explained_rows']} rows)",
+        "reasons_approx": "reasons, approx",
+        "both": "drift + exact reasons",
+    }
+    out = [
+        "## Drift and reasons for high scores",
+        "",
+        f"`taskset -c 0 .venv/bin/python -m benchmarks.monitoring`: batches of {r['size']:,} records, lean "
+        f"writer against the instant endpoint, {r['rounds']} interleaved rounds of {r['batches_per_round']} "
+        f"batches per variant; reasons for the top {100 * r['explained_share']:.1f}% of scores (3 features). "
+        "Budgets: drift <= +5%, reasons at 1% <= +25% of the batch CPU.",
+        "",
+        "| variant | CPU ms per batch (min) | vs off | CPU ms (median) | vs off |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for v in label:
+        out.append(f"| {label[v]} | {low[v]:.1f} | {vs_min[v]:.3f}x | {med[v]:.1f} | {vs[v]:.3f}x |")
+    out += [
+        "",
+        f"Each part alone (minimum of 40 calls) against the {alone['batch_off_min_ms']:.1f} ms batch: drift "
+        f"observation {alone['drift_observe_ms']:.2f} ms + its EMF report {alone['drift_emit_ms']:.2f} ms = "
+        f"**{alone_vs['drift']:.3f}x**; exact TreeSHAP {alone['shap_exact_ms']:.1f} ms "
+        f"({alone['shap_exact_ms_per_row']:.3f} ms a row) = **{alone_vs['reasons']:.3f}x**; approximate "
+        f"{alone['shap_approx_ms']:.2f} ms ({alone['shap_approx_ms_per_row']:.4f} ms a row) = "
+        f"**{alone_vs['reasons_approx']:.3f}x**.",
         "",
     ]
     return out
