@@ -1,4 +1,5 @@
-"""``python -m model train --out DIR [...]`` and ``python -m model info URI``.
+"""``python -m model train --out DIR [...]``, ``python -m model info URI`` and
+``python -m model features load [...]`` (the per-account feature table in PostgreSQL: model/features_db.py).
 
 Both print the bundle's card as JSON on stdout. Errors print one line on stderr and exit 2 (no traceback):
 a CLI user needs to know which bundle is wrong and why, not where in the loader it was noticed.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="load and verify a bundle, print its card")
     i.add_argument("uri", help="bundle directory or s3://bucket/prefix")
     i.add_argument("--cache-dir", default=None, help="download cache for s3:// (default /tmp/model-cache)")
+    f = sub.add_parser("features", help="the per-account feature table for ENRICH_SOURCE=postgres")
+    fsub = f.add_subparsers(dest="action", required=True)
+    load = fsub.add_parser(
+        "load",
+        help="create and fill the table from the synthetic generator's accounts (TLS, verified; the password "
+        "from PGPASSWORD)",
+    )
+    env = os.environ.get
+    load.add_argument("--host", default=env("PGHOST", "127.0.0.1"), help="server (default $PGHOST)")
+    load.add_argument("--port", type=int, default=int(env("PGPORT", "5432")), help="default $PGPORT or 5432")
+    load.add_argument("--database", default=env("PGDATABASE", "postgres"), help="default $PGDATABASE")
+    load.add_argument("--user", default=env("PGUSER", "postgres"), help="a role that may create the table")
+    load.add_argument("--ca-file", default=env("PGSSLROOTCERT"), help="CA bundle (default: the system store)")
+    load.add_argument("--table", default="account_features")
+    load.add_argument("--seed", type=int, default=0, help="generator seed: the events' seed (default 0)")
+    load.add_argument("--leave-out", type=float, default=0.0, help="share of accounts not written (0..1)")
+    load.add_argument("--grant-to", default=None, help="role given SELECT on the table (the function's user)")
     return p
 
 
@@ -76,12 +95,53 @@ def _info(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _features(args: argparse.Namespace) -> dict[str, Any]:
+    import ssl
+
+    import pg8000.native
+
+    from consumers.core.schema import FeatureSchema
+    from model.features_db import account_rows, load
+
+    if not 0.0 <= args.leave_out < 1.0:
+        raise ValueError("--leave-out must be in 0..1")
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
+    rows = account_rows(schema, args.seed, leave_out=args.leave_out)
+    t0 = time.perf_counter()
+    con = pg8000.native.Connection(
+        args.user,
+        host=args.host,
+        port=args.port,
+        database=args.database,
+        password=os.environ.get("PGPASSWORD"),
+        ssl_context=ssl.create_default_context(cafile=args.ca_file),
+        timeout=30,
+    )
+    try:
+        written = load(con, schema, rows, table=args.table, grant_to=args.grant_to, progress=True)
+    finally:
+        con.close()
+    return {
+        "table": args.table,
+        "rows": written,
+        "columns": [n for n in rows[0] if n != "account_id"] if rows else [],
+        "seed": args.seed,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"train": _train, "info": _info, "features": _features}
     try:
-        card = _train(args) if args.command == "train" else _info(args)
+        card = commands[args.command](args)
     except (ScoringError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a database error (pg8000's own exceptions): one line, no traceback
+        if type(exc).__module__.split(".")[0] != "pg8000":
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     json.dump(card, sys.stdout, indent=2, sort_keys=True)

@@ -72,3 +72,27 @@ def scorer(tiny_booster):
     from consumers.core.scoring import BoosterScorer
 
     return BoosterScorer(tiny_booster, FeatureSchema.load(DEFAULT_SCHEMA_PATH), "test-version")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL (sam/local/datastores/) with the feature table of seed 0 loaded (10% of the accounts
+    left out), the function's read-only role granted SELECT on it."""
+    from consumers.core.schema import FeatureSchema
+    from model.features_db import account_rows, load
+    from sam.local.datastores import PostgresServer
+
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
+    with PostgresServer() as pg:
+        pg.rows = {r["account_id"]: r for r in account_rows(schema, 0, leave_out=0.1)}
+        with pg.admin(pg.database) as con:
+            load(con, schema, list(pg.rows.values()), grant_to=pg.reader_user)
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def valkey_server():
+    from sam.local.datastores import ValkeyServer
+
+    with ValkeyServer() as vk:
+        yield vk
