@@ -106,6 +106,11 @@ def report() -> str:
         out += cold_section(cold)
     if cost:
         out += cost_section(cost)
+    shared = load("shared_cache")  # benchmarks/shared_cache.py (run on its own: its own servers, N processes)
+    if shared:
+        from benchmarks.shared_cache import section as shared_cache_section
+
+        out += shared_cache_section(shared)
     out += ["## Plots", ""] + [f"![{m}]({m})" for m in made] + [""]
     notes = RESULTS / "NOTES.md"
     if notes.exists():
