@@ -45,12 +45,11 @@ import numpy as np
 import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
-from consumers.aws.clients import backoff_from, build_sink, load_model
-from consumers.aws.enrichers import build_enricher
+from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
+from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_settings
 from consumers.bootstrap import LazyRuntime, deadline_from, lambda_entry, logger, metrics
 from consumers.core.config import HTTP_REQUIRED, Settings
 from consumers.core.decode import parse_json_event
-from consumers.core.enrichment import CachedEnricher
 from consumers.core.errors import ConfigError, PredictError
 from consumers.core.features import Vectorizer
 from consumers.core.ports import ScoreRows, Sink, hit_rate_percent
@@ -195,7 +194,7 @@ class HttpRuntime:
     settings: Settings
     scorer: Scorer
     vectorizer: Vectorizer
-    enricher: CachedEnricher | None = None
+    enricher: FeatureTableEnricher | None = None
     sink: Sink | None = None
 
     @classmethod
@@ -210,7 +209,11 @@ class HttpRuntime:
         sink = None
         if settings.http_write_scores:
             sink = build_sink(settings, session, backoff=backoff)
-        enricher = build_enricher(settings, session, bundle.schema, backoff=backoff)
+        enricher = None
+        if settings.feature_table:
+            enricher = enricher_from_settings(
+                settings, client(session, "dynamodb", client_config(2)), bundle.schema, backoff=backoff
+            )
         return cls(
             settings=settings,
             scorer=BoosterScorer.from_bundle(bundle),
