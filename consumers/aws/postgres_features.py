@@ -125,9 +125,8 @@ class PostgresEnricher(CachedEnricher):
     def fetch(self, keys: list[str], budget: Deadline, stats: EnrichStats) -> dict[str, Values | None]:
         import pg8000.exceptions as pgx
 
-        for attempt in range(2):
-            if budget.remaining() < MIN_QUERY_S:
-                break
+        reconnected = reauthenticated = False  # each at most once per batch
+        while budget.remaining() >= MIN_QUERY_S:
             try:
                 if self._con is None:
                     self._con = self._connect(budget, stats)
@@ -135,7 +134,8 @@ class PostgresEnricher(CachedEnricher):
             except pgx.DatabaseError as exc:
                 code = _sqlstate(exc)
                 stats.errors += 1
-                if code in AUTH_FAILED:
+                if code in AUTH_FAILED and not reauthenticated:
+                    reauthenticated = True
                     self.credentials.invalidate()  # rotated since the last read: read again, once
                     self.close()
                     log.warning("%s: login refused (%s); re-reading the credentials", self.source_name, code)
@@ -152,8 +152,11 @@ class PostgresEnricher(CachedEnricher):
                     "%s: connection failed (%s); reconnecting%s",
                     self.source_name,
                     type(exc).__name__,
-                    " once" if attempt == 0 else " on the next batch",
+                    " on the next batch" if reconnected else " once",
                 )
+                if reconnected:
+                    break
+                reconnected = True
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. the secret not readable: never fail the batch
                 stats.errors += 1
