@@ -48,8 +48,10 @@ fix: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# ENRICH=postgres: features from a real PostgreSQL through a real Valkey cache (both started here, TLS).
+ENRICH ?=
 run: $(STAMP)
-	$(PY) -m sam.local.run --events $(EVENTS) --shards $(SHARDS)
+	$(PY) -m sam.local.run --events $(EVENTS) --shards $(SHARDS) $(if $(ENRICH),--enrich $(ENRICH))
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -113,6 +113,11 @@ def report() -> str:
     monitoring = load("monitoring")
     if monitoring:
         out += monitoring_section(monitoring)
+    shared = load("shared_cache")  # benchmarks/shared_cache.py (run on its own: its own servers, N processes)
+    if shared:
+        from benchmarks.shared_cache import section as shared_cache_section
+
+        out += shared_cache_section(shared)
     out += ["## Plots", ""] + [f"![{m}]({m})" for m in made] + [""]
     notes = RESULTS / "NOTES.md"
     if notes.exists():

@@ -29,6 +29,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+from consumers.core.ports import EnrichStats, hit_rate_percent, shared_hit_rate_percent
 from consumers.core.retry import Deadline
 from consumers.core.types import Overwrite
 
@@ -157,3 +158,28 @@ def report_collisions(found: list[Overwrite], *, where: str) -> None:
             "positions": [o.log_fields() for o in found[:COLLISIONS_LOGGED]],
         },
     )
+
+
+def report_enrichment(stats: EnrichStats) -> None:
+    """One batch's enrichment as metrics (consumers/core/enrichment.py): the hit rate of each cache tier
+    (``EnrichmentCacheHitRate``: in-process, ``EnrichmentSharedCacheHitRate``: the shared tier, of the keys
+    asked there), the source's queries, and what degraded: failed source calls, statement timeouts, shared
+    cache failures (the keys then went to the source), values of the wrong type. Zero counts are not sent."""
+    rates = (
+        ("EnrichmentCacheHitRate", hit_rate_percent(stats)),
+        ("EnrichmentSharedCacheHitRate", shared_hit_rate_percent(stats)),
+    )
+    for name, rate in rates:
+        if rate is not None:
+            metrics.add_metric(name=name, unit=MetricUnit.Percent, value=rate)
+    counts = (
+        ("EnrichmentSourceQueries", stats.requests),
+        ("EnrichmentSourceErrors", stats.errors),
+        ("EnrichmentSourceTimeouts", stats.timeouts),
+        ("EnrichmentUnreadKeys", stats.unread),
+        ("EnrichmentSharedCacheErrors", stats.shared_errors),
+        ("EnrichmentInvalidValues", stats.invalid_values),
+    )
+    for name, value in counts:
+        if value:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

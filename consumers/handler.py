@@ -18,32 +18,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.metrics import MetricUnit
 
 from consumers.aws.archive import S3Archive
 from consumers.aws.clients import backoff_from, build_sink, client, client_config, models_from
 from consumers.aws.deadline import calls_within
 from consumers.aws.dlq_overflow import S3Overflow
 from consumers.aws.dynamodb import DynamoDBSink
+from consumers.aws.enrichers import build_enricher
 from consumers.aws.eventbridge import EventBridgeAlerts
-from consumers.aws.feature_table import FeatureTableEnricher, enricher_from_settings
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
 from consumers.aws.sqs import SQSQuarantine
 from consumers.bootstrap import (
     LazyRuntime,
     deadline_from,
     lambda_entry,
-    metrics,
+    report_enrichment,
     tracer,
 )
 from consumers.core.config import Settings
 from consumers.core.decisions import BandsError, DecisionBands
 from consumers.core.drift import DriftMonitor
+from consumers.core.enrichment import CachedEnricher
 from consumers.core.errors import ConfigError, PredictError
 from consumers.core.explain import Explain
 from consumers.core.features import Vectorizer
 from consumers.core.pipeline import NO_ACTIONS, process_batch
-from consumers.core.ports import Actions, hit_rate_percent
+from consumers.core.ports import Actions
 from consumers.core.retry import Backoff, Deadline
 from consumers.core.rollout import Models
 from consumers.core.scoring import Scorer
@@ -64,8 +64,8 @@ class Runtime:
     vectorizer: Vectorizer
     sink: DynamoDBSink | LeanDynamoDBSink
     quarantine: SQSQuarantine
-    enricher: FeatureTableEnricher | None = (
-        None  # FEATURE_TABLE set: per-entity features, cached across invocations
+    enricher: CachedEnricher | None = (
+        None  # per-entity features (DynamoDB or PostgreSQL), cached across invocations
     )
     actions: Actions = NO_ACTIONS  # alerts, the analytics archive, which items the table keeps
     monitor: DriftMonitor | None = None  # drift window of the live model (consumers/core/drift.py)
@@ -94,11 +94,7 @@ class Runtime:
                 if settings.dlq_overflow_bucket
                 else None,
             ),
-            enricher=enricher_from_settings(
-                settings, client(session, "dynamodb", client_config(2)), live.schema, backoff=backoff
-            )
-            if settings.feature_table
-            else None,
+            enricher=build_enricher(settings, session, live.schema, backoff=backoff),
             actions=actions_from(settings, session, live.decisions, backoff),
         )
 
@@ -132,6 +128,8 @@ class Runtime:
         executor = getattr(self.sink, "executor", None)
         if executor is not None:
             executor.shutdown(wait=False)
+        if self.enricher is not None:
+            self.enricher.close()
 
     def handle(self, event: dict[str, Any], context: Any) -> BatchResponse:
         deadline = self.deadline(context)
@@ -170,8 +168,8 @@ class Runtime:
         if outcome.drift is not None:
             report_drift(outcome.drift, variants.live.version)
         report_rollout(self.models.take_events())
-        if self.enricher is not None and (rate := hit_rate_percent(self.enricher.last)) is not None:
-            metrics.add_metric(name="EnrichmentCacheHitRate", unit=MetricUnit.Percent, value=rate)
+        if self.enricher is not None:
+            report_enrichment(self.enricher.last)
         self.last_outcome = outcome
         return outcome.response
 

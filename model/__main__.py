@@ -1,7 +1,8 @@
-"""``python -m model train --out DIR [...]``, ``python -m model info URI`` and the registry:
+"""``python -m model train --out DIR [...]``, ``python -m model info URI``, the registry:
 ``publish BUNDLE``, ``promote VERSION --alias live|shadow|canary [--percent N]``, ``clear --alias A``,
 ``rollback [--to VERSION]`` and ``status`` (each with ``--registry URI`` or ``MODEL_REGISTRY``;
-docs/rollout.md).
+docs/rollout.md), and ``python -m model features load [...]`` (the per-account feature table in PostgreSQL:
+model/features_db.py).
 
 ``train`` and ``info`` print the bundle's card as JSON on stdout; the registry commands print what changed
 (``status --json`` as JSON). Errors print one line on stderr and exit 2 (no traceback): a CLI user needs to
@@ -73,6 +74,23 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", default=None)
     st = registry_command("status", "aliases, versions and the latest changes")
     st.add_argument("--json", action="store_true", help="as JSON")
+    f = sub.add_parser("features", help="the per-account feature table for ENRICH_SOURCE=postgres")
+    fsub = f.add_subparsers(dest="action", required=True)
+    load = fsub.add_parser(
+        "load",
+        help="create and fill the table from the synthetic generator's accounts (TLS, verified; the password "
+        "from PGPASSWORD)",
+    )
+    env = os.environ.get
+    load.add_argument("--host", default=env("PGHOST", "127.0.0.1"), help="server (default $PGHOST)")
+    load.add_argument("--port", type=int, default=int(env("PGPORT", "5432")), help="default $PGPORT or 5432")
+    load.add_argument("--database", default=env("PGDATABASE", "postgres"), help="default $PGDATABASE")
+    load.add_argument("--user", default=env("PGUSER", "postgres"), help="a role that may create the table")
+    load.add_argument("--ca-file", default=env("PGSSLROOTCERT"), help="CA bundle (default: the system store)")
+    load.add_argument("--table", default="account_features")
+    load.add_argument("--seed", type=int, default=0, help="generator seed: the events' seed (default 0)")
+    load.add_argument("--leave-out", type=float, default=0.0, help="share of accounts not written (0..1)")
+    load.add_argument("--grant-to", default=None, help="role given SELECT on the table (the function's user)")
     return p
 
 
@@ -165,21 +183,62 @@ def _info(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _features(args: argparse.Namespace) -> dict[str, Any]:
+    import ssl
+
+    import pg8000.native
+
+    from consumers.core.schema import FeatureSchema
+    from model.features_db import account_rows, load
+
+    if not 0.0 <= args.leave_out < 1.0:
+        raise ValueError("--leave-out must be in 0..1")
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
+    rows = account_rows(schema, args.seed, leave_out=args.leave_out)
+    t0 = time.perf_counter()
+    con = pg8000.native.Connection(
+        args.user,
+        host=args.host,
+        port=args.port,
+        database=args.database,
+        password=os.environ.get("PGPASSWORD"),
+        ssl_context=ssl.create_default_context(cafile=args.ca_file),
+        timeout=30,
+    )
+    try:
+        written = load(con, schema, rows, table=args.table, grant_to=args.grant_to, progress=True)
+    finally:
+        con.close()
+    return {
+        "table": args.table,
+        "rows": written,
+        "columns": [n for n in rows[0] if n != "account_id"] if rows else [],
+        "seed": args.seed,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from consumers.core.registry import Conflict
 
     line = None
+    local = {"train": _train, "info": _info, "features": _features}
     try:
-        if args.command in ("train", "info"):
-            doc: Any = _train(args) if args.command == "train" else _info(args)
+        if args.command in local:
+            doc: Any = local[args.command](args)
         else:
             doc, line = _registry_command(args)
     except Conflict as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except (ScoringError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a database error (pg8000's own exceptions): one line, no traceback
+        if type(exc).__module__.split(".")[0] != "pg8000":
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if line is not None:

@@ -84,3 +84,27 @@ def second_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle-v2")
     card = train(FeatureSchema.load(DEFAULT_SCHEMA_PATH), rows=4000, trees=30, depth=4, seed=7, out_dir=out)
     return out, card["version"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL (sam/local/datastores/) with the feature table of seed 0 loaded (10% of the accounts
+    left out), the function's read-only role granted SELECT on it."""
+    from consumers.core.schema import FeatureSchema
+    from model.features_db import account_rows, load
+    from sam.local.datastores import PostgresServer
+
+    schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
+    with PostgresServer() as pg:
+        pg.rows = {r["account_id"]: r for r in account_rows(schema, 0, leave_out=0.1)}
+        with pg.admin(pg.database) as con:
+            load(con, schema, list(pg.rows.values()), grant_to=pg.reader_user)
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def valkey_server():
+    from sam.local.datastores import ValkeyServer
+
+    with ValkeyServer() as vk:
+        yield vk

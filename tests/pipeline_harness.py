@@ -170,6 +170,10 @@ class Outcome:
     requests: dict[str, int] = field(default_factory=dict)
     alerts: int = 0  # alert messages on the example rule's queue
     alert_duplicates: int = 0  # beyond one per (event_id, model_version): resent after a retry
+    # With ``omit`` (enrichment fills those fields): items scored as the full event (enriched) and as the
+    # event without them (the source did not answer), counted only where the two scores differ.
+    enriched: int = 0
+    degraded: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -205,6 +209,9 @@ class Outcome:
             "redelivered": f"{self.redeliveries:,}",
             "alerts (dup)": f"{self.alerts:,} ({self.alert_duplicates:,})",
             "drain": drain,
+            "enriched / not": f"{self.enriched:,} / {self.degraded:,}"
+            if self.enriched or self.degraded
+            else "-",
             "wall": f"{self.wall_s:.1f} s",
             "ok": "yes" if not self.problems else f"NO ({len(self.problems)})",
         }
@@ -259,6 +266,9 @@ def run_pipeline(
     settings: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     timeout_s: float = 60.0,
+    omit: tuple[str, ...] = (),
+    setup_env: Callable[[Any], dict[str, str]] | None = None,
+    table_rows: dict[str, dict[str, Any]] | None = None,
 ) -> Outcome:
     """One run (see the module docstring). ``rate``: records per second published (the run then spans several
     batching windows); ``clear_at``: the harness switches every fault off once this share of the records has
@@ -282,6 +292,8 @@ def run_pipeline(
     dlq_url = create_queue(direct["sqs"], DLQ)
     failures_url = create_queue(direct["sqs"], FAILURES)
     alert_url = create_alert_bus(direct["events"], direct["sqs"], ALERT_BUS, ALERT_QUEUE)
+    if setup_env is not None:  # e.g. the feature database's secret, on the moto just reset
+        env = {**setup_env(session.client("secretsmanager", endpoint_url=moto.endpoint)), **(env or {})}
 
     fn_env, template_settings = _template()
     handler_env = {
@@ -344,6 +356,7 @@ def run_pipeline(
             aggregate_fraction=aggregate_fraction,
             rate=rate,
             stop=stop,
+            omit=omit,
         )
         thread = threading.Thread(target=producer.run, name="producer", daemon=True)
         t_all: float | None = None
@@ -422,6 +435,8 @@ def run_pipeline(
         drain_queue(direct["sqs"], failures_url),
         stats,
         deliveries,
+        omit,
+        table_rows or {},
     )
     alerts = check_alerts(
         {it["event_id"]["S"]: it.get("decision", {}).get("S", "") for it in items},
@@ -466,6 +481,8 @@ def check(
     failure_messages: list[Any],
     stats: dict[str, Any],
     deliveries: DeliveryLog,
+    omit: tuple[str, ...] = (),
+    table_rows: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Append every problem to ``out.problems``; return the table's items (one scan serves every check)."""
     p = out.problems
@@ -489,7 +506,18 @@ def check(
     if missing:
         p.append(f"{len(missing)} valid events have no item: {sorted(missing)[:3]}")
     events = regenerate(n, seed)
-    want = expected_scores([events[i] for i in valid.values()])
+    # Enriched runs (``omit``): an enriched event scores as the event without those fields plus the feature
+    # table's values (``table_rows``: account -> row; an account not there stays without them), one the
+    # source did not answer for as the event without them.
+    stripped = [{k: v for k, v in events[i].items() if k not in omit} for i in valid.values()]
+    rows = table_rows or {}
+
+    def enriched(ev: dict[str, Any]) -> dict[str, Any]:
+        row = rows.get(ev.get("account_id", ""), {})
+        return {**ev, **{f: row[f] for f in omit if row.get(f) is not None}}
+
+    want = expected_scores([enriched(ev) for ev in stripped] if omit else [events[i] for i in valid.values()])
+    bare = expected_scores(stripped) if omit else want
     version = _bundle().version
     wrong: list[str] = []
     for it in items:
@@ -498,7 +526,11 @@ def check(
             continue
         shard, seq, sub = exp.position_of[valid[eid]]
         got_sub = int(it["sub_sequence_number"]["N"]) if "sub_sequence_number" in it else None
-        if abs(float(it["score"]["N"]) - want[eid]) > 1e-6:
+        got = float(it["score"]["N"])
+        if omit and abs(want[eid] - bare[eid]) > 1e-6:
+            out.enriched += abs(got - want[eid]) <= 1e-6
+            out.degraded += abs(got - bare[eid]) <= 1e-6
+        if abs(got - want[eid]) > 1e-6 and abs(got - bare[eid]) > 1e-6:
             wrong.append(f"{eid}: score {it['score']['N']} != {want[eid]:.9f}")
         elif it["model_version"]["S"] != version:
             wrong.append(f"{eid}: model_version {it['model_version']['S']}")

@@ -3,8 +3,7 @@
 therefore survives across the invocations of a warm container.
 
 A pipeline stage between decode and vectorize (``consumers.core.pipeline.Enricher``), shared by the Kinesis,
-S3
-batch and HTTP paths. What it may fill: only names of ``model/features.json`` (no schema change), chosen
+S3 batch and HTTP paths. What it may fill: only names of ``model/features.json`` (no schema change), chosen
 with ``ENRICH_FEATURES``; the event's own value always wins (a field that is absent or ``null`` in the event
 is filled, any other value is kept as sent). The table's partition key attribute is named like the event
 field that holds the entity id (``ENRICH_KEY_FIELD``, default ``account_id``, type S); the other attributes
@@ -25,11 +24,9 @@ Failure policy (decided, and the reason): enrichment can degrade scoring, never 
   error code only: keys are payload). Nothing raises, so a feature-table outage never fails a Kinesis
   batch and never blocks a shard; unread keys are not cached, so the next batch tries again.
 
-Cache: ``OrderedDict`` in LRU order, at most ``max_entries`` keys (the least recently used go first), each
-entry valid ``ttl_s`` seconds on the injected ``clock``. Entities the table does not have are cached too
-(negative entries), or every event of a new account would cost a read. Hits and misses are counted per
-distinct key looked up in a batch (``last`` for the latest call, ``totals`` since cold start); the handlers
-emit the hit rate as the metric ``EnrichmentCacheHitRate``.
+Cache: the in-process TTL/LRU cache and the optional shared tier of ``consumers.core.enrichment``
+(``CachedEnricher``); entities the table does not have are cached too (negative entries), or every event of
+a new account would cost a read.
 
 https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html
 """
@@ -39,16 +36,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, TypeGuard
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.aws.deadline import calls_within
 from consumers.aws.errors import error_code, is_retryable
+from consumers.core.enrichment import KEY_MAX_BYTES, CachedEnricher, SharedCache
 from consumers.core.errors import ConfigError
-from consumers.core.limits import DYNAMODB_PARTITION_KEY_MAX_BYTES
 from consumers.core.ports import EnrichStats
 from consumers.core.retry import Backoff, Deadline
 from consumers.core.schema import Feature, FeatureSchema
@@ -58,7 +54,7 @@ log = logging.getLogger(__name__)
 BATCH_GET_MAX_KEYS = (
     100  # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html
 )
-KEY_MAX_BYTES = DYNAMODB_PARTITION_KEY_MAX_BYTES
+__all__ = ["BATCH_GET_MAX_KEYS", "KEY_MAX_BYTES", "FeatureTableEnricher", "enricher_from_settings"]
 
 _Values = dict[str, Any]
 
@@ -101,9 +97,10 @@ def _converter(f: Feature) -> Callable[[dict[str, Any]], Any]:
     return conv
 
 
-class FeatureTableEnricher:
-    """Enriches events from a DynamoDB table. The client is injected (botocore retries off, short timeouts:
-    this class retries itself, inside its budget). Not thread-safe: one batch at a time, as on Lambda."""
+class FeatureTableEnricher(CachedEnricher):
+    """Enriches events from a DynamoDB table (the stage, tiers and contract: ``consumers.core.enrichment``).
+    The client is injected (botocore retries off, short timeouts: this class retries itself, inside its
+    budget). Not thread-safe: one batch at a time, as on Lambda."""
 
     def __init__(
         self,
@@ -118,122 +115,34 @@ class FeatureTableEnricher:
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
         budget_s: float = 1.0,
+        negative_ttl_s: float | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
-        by_name = {f.name: f for f in schema.features}
-        unknown = [n for n in features if n not in by_name]
-        if unknown or not features:
-            raise ValueError(
-                f"enrichable features must be names of the feature schema {schema.name!r}; "
-                f"not in it: {unknown or '(none given)'}"
-            )
-        if key_field in features or key_field == schema.id_field:
-            raise ValueError(f"the key field {key_field!r} cannot be a feature or the event id")
+        super().__init__(
+            schema=schema,
+            key_field=key_field,
+            features=features,
+            ttl_s=ttl_s,
+            max_entries=max_entries,
+            clock=clock,
+            budget_s=budget_s,
+            negative_ttl_s=negative_ttl_s,
+            shared=shared,
+        )
         self.client = client
         self.table = table
-        self.key_field = key_field
-        self.features = tuple(dict.fromkeys(features))
-        self._convert = {n: _converter(by_name[n]) for n in self.features}
-        self.ttl_s = float(ttl_s)
-        self.max_entries = max_entries
-        self.clock = clock
+        self.source_name = f"feature table {table}"
+        self._convert = {f.name: _converter(f) for f in self.feature_defs}
         self.backoff = backoff or Backoff()
-        self.budget_s = budget_s
-        self._cache: OrderedDict[str, tuple[float, _Values | None]] = OrderedDict()
         # Only the key and the features: less to read (read units are per 4 KB) and to parse.
         names = (key_field, *self.features)
         self._projection = {
             "ProjectionExpression": ", ".join(f"#a{i}" for i in range(len(names))),
             "ExpressionAttributeNames": {f"#a{i}": n for i, n in enumerate(names)},
         }
-        self.last = EnrichStats()
-        self.totals = EnrichStats()
-
-    def __len__(self) -> int:
-        return len(self._cache)
-
-    # ------------------------------------------------------------------------------------ the stage
-    def enrich(self, events: list[dict[str, Any]], deadline: Deadline | None = None) -> list[dict[str, Any]]:
-        stats = EnrichStats()
-        kf, feats = self.key_field, self.features
-        wanted: dict[str, list[int]] = {}
-        for i, ev in enumerate(events):
-            key = ev.get(kf)
-            if not _usable_key(key):
-                continue
-            for f in feats:
-                if ev.get(f) is None:
-                    wanted.setdefault(key, []).append(i)
-                    break
-        if not wanted:
-            self._account(stats)
-            return events
-
-        now = self.clock()
-        found: dict[str, _Values | None] = {}
-        missing: list[str] = []
-        cache = self._cache
-        for key in wanted:
-            entry = cache.get(key)
-            if entry is not None and entry[0] > now:
-                cache.move_to_end(key)
-                found[key] = entry[1]
-                stats.hits += 1
-            else:
-                if entry is not None:
-                    del cache[key]
-                missing.append(key)
-                stats.misses += 1
-        stats.lookups = len(wanted)
-        if missing:
-            budget = min(self.budget_s, deadline.remaining()) if deadline is not None else self.budget_s
-            read = self._fetch(missing, Deadline(budget, self.clock), stats)
-            expires = self.clock() + self.ttl_s
-            for key, values in read.items():
-                found[key] = values
-                if self.ttl_s > 0 and self.max_entries > 0:
-                    cache[key] = (expires, values)
-                    cache.move_to_end(key)
-            while len(cache) > self.max_entries:
-                cache.popitem(last=False)
-
-        out = list(events)
-        for key, rows in wanted.items():
-            values = found.get(key)
-            if not values:
-                continue
-            for i in rows:
-                ev = events[i]
-                add = {f: v for f, v in values.items() if ev.get(f) is None}
-                if add:
-                    out[i] = {
-                        **ev,
-                        **add,
-                    }  # a new dict: the caller's event (e.g. an S3 row's input) is untouched
-                    stats.enriched_events += 1
-        self._account(stats)
-        return out
-
-    def _account(self, stats: EnrichStats) -> None:
-        self.last = stats
-        self.totals.add(stats)
-        if stats.unread or stats.errors:
-            log.warning(
-                "feature table %s: %d of %d keys not read (%d failed calls); those events are scored "
-                "without enrichment",
-                self.table,
-                stats.unread,
-                stats.misses,
-                stats.errors,
-            )
-        if stats.invalid_values:
-            log.warning(
-                "feature table %s: %d attribute values of the wrong type were ignored",
-                self.table,
-                stats.invalid_values,
-            )
 
     # ------------------------------------------------------------------------------------ the table
-    def _fetch(self, keys: list[str], budget: Deadline, stats: EnrichStats) -> dict[str, _Values | None]:
+    def fetch(self, keys: list[str], budget: Deadline, stats: EnrichStats) -> dict[str, _Values | None]:
         """Read ``keys`` in calls of <= 100; returns every key the table answered for (None = not there)."""
         read: dict[str, _Values | None] = {}
         for start in range(0, len(keys), BATCH_GET_MAX_KEYS):
@@ -302,12 +211,6 @@ class FeatureTableEnricher:
             except (KeyError, TypeError, ValueError, OverflowError):
                 stats.invalid_values += 1
         return values
-
-
-def _usable_key(key: Any) -> TypeGuard[str]:
-    if type(key) is not str or not key:
-        return False
-    return len(key) * 4 <= KEY_MAX_BYTES or len(key.encode("utf-8", "surrogatepass")) <= KEY_MAX_BYTES
 
 
 def enricher_from_settings(

@@ -48,6 +48,21 @@ class Settings:
     enrich_cache_ttl_s: int = 300
     enrich_cache_max_entries: int = 50_000
     enrich_budget_ms: int = 1000  # time one batch may spend reading the feature table
+    # Features from PostgreSQL and the shared cache tier (consumers/aws/enrichers.py, docs/architecture.md §7)
+    enrich_source: str = "dynamodb"  # "postgres": ENRICH_DB_* below instead of FEATURE_TABLE
+    enrich_db_host: str = ""  # the RDS Proxy endpoint on AWS
+    enrich_db_port: int = 5432
+    enrich_db_name: str = "postgres"
+    enrich_db_table: str = "account_features"  # columns: the key field and the features, by name
+    enrich_db_user: str = ""  # the IAM token's user (with a secret: the secret's username)
+    enrich_db_secret_arn: str = ""  # Secrets Manager secret (RDS shape); or ENRICH_DB_IAM_AUTH=true
+    enrich_db_iam_auth: bool = False
+    enrich_db_ca_file: str = ""  # CA bundle to verify the server (empty: the system store)
+    enrich_negative_ttl_s: int = 60  # "no such entity", in both cache tiers
+    enrich_cache_url: str = ""  # rediss://host:port: the shared tier (ElastiCache Serverless); empty: off
+    enrich_cache_ca_file: str = ""
+    enrich_shared_ttl_s: int = 3600
+    enrich_cache_timeout_ms: int = 50  # per round trip to the shared cache
     # S3 batch scoring (consumers/s3_handler.py) and the HTTP API (consumers/http_handler.py)
     input_prefix: str = ""
     output_prefix: str = ""
@@ -161,6 +176,20 @@ class Settings:
             enrich_cache_ttl_s=integer("ENRICH_CACHE_TTL_S", 300, 0, 86_400),
             enrich_cache_max_entries=integer("ENRICH_CACHE_MAX_ENTRIES", 50_000, 0, 10_000_000),
             enrich_budget_ms=integer("ENRICH_BUDGET_MS", 1000, 10, 60_000),
+            enrich_source=choice("ENRICH_SOURCE", "dynamodb", ("dynamodb", "postgres")),
+            enrich_db_host=env.get("ENRICH_DB_HOST", "").strip(),
+            enrich_db_port=integer("ENRICH_DB_PORT", 5432, 1, 65_535),
+            enrich_db_name=env.get("ENRICH_DB_NAME", "").strip() or "postgres",
+            enrich_db_table=env.get("ENRICH_DB_TABLE", "").strip() or "account_features",
+            enrich_db_user=env.get("ENRICH_DB_USER", "").strip(),
+            enrich_db_secret_arn=env.get("ENRICH_DB_SECRET_ARN", "").strip(),
+            enrich_db_iam_auth=boolean("ENRICH_DB_IAM_AUTH", False),
+            enrich_db_ca_file=env.get("ENRICH_DB_CA_FILE", "").strip(),
+            enrich_negative_ttl_s=integer("ENRICH_NEGATIVE_TTL_S", 60, 0, 86_400),
+            enrich_cache_url=env.get("ENRICH_CACHE_URL", "").strip(),
+            enrich_cache_ca_file=env.get("ENRICH_CACHE_CA_FILE", "").strip(),
+            enrich_shared_ttl_s=integer("ENRICH_SHARED_TTL_S", 3600, 1, 7 * 86_400),
+            enrich_cache_timeout_ms=integer("ENRICH_CACHE_TIMEOUT_MS", 50, 1, 5_000),
             input_prefix=required("INPUT_PREFIX"),
             output_prefix=required("OUTPUT_PREFIX"),
             chunk_rows=integer("CHUNK_ROWS", 5000, 1, 100_000),

@@ -146,13 +146,30 @@ class EnrichStats:
     requests: int = 0  # BatchGetItem calls
     unprocessed_retries: int = 0  # calls that resent UnprocessedKeys
     errors: int = 0  # failed calls
-    invalid_values: int = 0  # table attributes of the wrong DynamoDB type (dropped)
+    invalid_values: int = 0  # source (or shared cache) values of the wrong type (dropped)
     enriched_events: int = 0  # events that got at least one field
+    # The shared cache tier (consumers/core/enrichment.py): keys found there (values or cached "not found"),
+    # keys it did not have, failed round trips (outage, timeout: the keys went to the source), keys not asked
+    # while it cools down after a failure, round trips, and keys filled back.
+    shared_hits: int = 0
+    shared_misses: int = 0
+    shared_errors: int = 0
+    shared_skipped: int = 0
+    shared_requests: int = 0
+    shared_writes: int = 0
+    timeouts: int = 0  # source calls ended by the statement timeout (of ``errors``)
+    connects: int = 0  # connections opened to the source (a reused one costs none)
 
     @property
     def hit_rate(self) -> float | None:
-        """Hits / lookups, or None when nothing was looked up."""
+        """Hits / lookups (the in-process tier), or None when nothing was looked up."""
         return self.hits / self.lookups if self.lookups else None
+
+    @property
+    def shared_hit_rate(self) -> float | None:
+        """Of the keys asked from the shared tier, the share it had; None when it was not asked."""
+        asked = self.shared_hits + self.shared_misses
+        return self.shared_hits / asked if asked else None
 
     def add(self, other: EnrichStats) -> None:
         for f in fields(self):
@@ -172,4 +189,9 @@ class Enricher(Protocol):
 
 def hit_rate_percent(stats: EnrichStats) -> float | None:
     rate = stats.hit_rate
+    return None if rate is None else round(100.0 * rate, 2)
+
+
+def shared_hit_rate_percent(stats: EnrichStats) -> float | None:
+    rate = stats.shared_hit_rate
     return None if rate is None else round(100.0 * rate, 2)

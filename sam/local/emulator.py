@@ -7,10 +7,7 @@ boto3 reaches it through the standard ``AWS_ENDPOINT_URL``; ``MotoServer.env()``
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+
+from sam.local.processes import free_port, read_log, stop_process
 
 LOCAL_REGION = "us-east-1"
 LOCAL_ENV = {
@@ -29,11 +28,7 @@ LOCAL_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["LOCAL_ENV", "LOCAL_REGION", "MotoServer", "free_port"]
 
 
 @dataclass
@@ -69,10 +64,10 @@ class MotoServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+                err = read_log(fd)
                 code = self._proc.returncode
                 self._close_log()
-                raise RuntimeError(f"moto server exited at start (code {code}): {err[-2000:]}")
+                raise RuntimeError(f"moto server exited at start (code {code}): {err}")
             try:
                 urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
                 return self
@@ -104,15 +99,7 @@ class MotoServer:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         try:
-            if proc is None or proc.poll() is not None:
-                return
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            stop_process(proc)
         finally:
             self._close_log()
 

@@ -200,6 +200,8 @@ def test_environment_builds_valid_settings(template, function):
         assert name in variables
     env = {}
     for name, value in variables.items():
+        while isinstance(value, dict) and "Fn::If" in value:
+            value = value["Fn::If"][2]  # the branch of the defaults (every optional feature off)
         resolved = default(template, value)
         env[name] = str(resolved) if not isinstance(resolved, dict) else f"<{name}>"
     settings = Settings.from_env(env)
@@ -488,6 +490,22 @@ PLATFORM_ACTIONS = {
     "logs:PutLogEvents": {"ScoringLogGroup"},
     "xray:PutTraceSegments": {"*"},
     "xray:PutTelemetryRecords": {"*"},
+    # In a VPC (FeatureDatabase / FeatureCache), Lambda manages the function's network interfaces with its
+    # role; these EC2 actions take no resource-level permissions:
+    # https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions
+    **dict.fromkeys(
+        VPC_ACTIONS := tuple(
+            f"ec2:{a}"
+            for a in (
+                "CreateNetworkInterface",
+                "DescribeNetworkInterfaces",
+                "DeleteNetworkInterface",
+                "AssignPrivateIpAddresses",
+                "UnassignPrivateIpAddresses",
+            )
+        ),
+        {"*"},
+    ),
 }
 
 # Where the code's calls land: the resource behind the variable the handler builds each client's target from.
@@ -529,7 +547,13 @@ PLATFORM_ACTIONS_BY_FUNCTION = {
     },
 }
 CODE_RESOURCES_BY_FUNCTION = {
-    "ScoringFunction": {**CODE_RESOURCES, "dynamodb:BatchGetItem": {"FeatureTableName"}},
+    "ScoringFunction": {
+        **CODE_RESOURCES,
+        "dynamodb:BatchGetItem": {"FeatureTableName"},
+        # consumers/aws/db_credentials.py: the login secret, or an IAM token for the proxy's user
+        "secretsmanager:GetSecretValue": {"FeatureDbSecretStore", "ExistingFeatureDbSecretName"},
+        "rds-db:connect": {"FeatureDbProxy", "ExistingFeatureDbProxyResourceId", "FeatureDbUser"},
+    },
     "BatchScoringFunction": {
         "dynamodb:BatchWriteItem": {"ScoresTable"},
         "dynamodb:BatchGetItem": {"FeatureTableName"},
@@ -552,6 +576,9 @@ def code_resources(function: str, action: str) -> set[str]:
 
 
 CLIENT_FACTORIES = {"client", "create_client", "resource"}
+# Client methods that sign a request locally instead of calling an API, and the IAM action the signed request
+# needs: an RDS IAM authentication token (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html)
+PRESIGNED = {"generate_db_auth_token": ("rds", "rds-db:connect")}
 NOT_CLIENTS = {"socket", "ssl", "os", "shutil", "gzip", "zlib", "json", "orjson"}  # modules, not clients
 
 
@@ -617,6 +644,10 @@ def code_actions(sources: dict[str, Path]) -> tuple[dict[str, set[str]], set[str
         where_file = str(sources[name].relative_to(REPO))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in PRESIGNED and PRESIGNED[node.func.attr][0] in models:
+                    action = PRESIGNED[node.func.attr][1]
+                    found.setdefault(action, set()).add(f"{where_file}:{node.lineno}")
+                    continue
                 target = node.func.value
                 if isinstance(target, ast.Name) and target.id in NOT_CLIENTS:
                     continue  # socket.create_connection is not EventBridge's CreateConnection
@@ -681,7 +712,8 @@ def test_code_actions_are_derived_from_every_client_the_code_builds(function_nam
         return
     assert services, "no boto3 client construction found in the shipped code"
     for svc in services:
-        assert any(a.startswith(f"{svc}:") for a in actions), (
+        presigned = {action for service, action in PRESIGNED.values() if service == svc}
+        assert any(a.startswith(f"{svc}:") or a in presigned for a in actions), (
             f"the code builds a {svc} client but no call on it was recognised: the derivation missed it"
         )
 
@@ -720,7 +752,9 @@ def test_only_xray_is_granted_on_every_resource(template):
     for spec in FUNCTIONS.values():
         for statement in role_statements(template, spec["role"]):
             if statement["Resource"] == "*":
-                assert all(a.startswith("xray:") for a in actions_of(statement)), statement
+                assert all(a.startswith("xray:") or a in VPC_ACTIONS for a in actions_of(statement)), (
+                    statement
+                )
 
 
 def test_model_reads_are_limited_to_the_model_prefix(template):
@@ -743,7 +777,9 @@ def test_function_uses_the_written_role_and_no_generated_policies(template, func
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
     # one role per function: least privilege is per function (the HTTP API never touches the batch bucket)
-    assert set(resources_of(template, "AWS::IAM::Role")) == {f["role"] for f in FUNCTIONS.values()}
+    # ... and one role that is no function's: RDS Proxy's (test_feature_db_proxy_role_reads_only_its_secret)
+    roles = {f["role"] for f in FUNCTIONS.values()} | {"FeatureDbProxyRole"}
+    assert set(resources_of(template, "AWS::IAM::Role")) == roles
 
 
 def test_env_targets_match_the_granted_resources(template, function):
@@ -971,3 +1007,103 @@ def test_guardrail_rates_accept_what_the_function_accepts(template):
             Settings.from_env({"GUARDRAIL_MAX_ERROR_RATE": ok}, require=())
         for bad in ("1.5", "-0.1", "abc", ".5", ""):
             assert not pattern.fullmatch(bad), (param, bad)
+
+
+# ------------------------------------------------------------- features from PostgreSQL via a shared cache
+
+
+FEATURE_RESOURCES = {
+    "CreatesFeatureDb": [
+        "FeatureDbProxySecurityGroup",
+        "FeatureDbSecurityGroup",
+        "FeatureDbSecretStore",
+        "FeatureDbSubnetGroup",
+        "FeatureDbCluster",
+        "FeatureDbInstance",
+        "FeatureDbProxyRole",
+        "FeatureDbProxy",
+        "FeatureDbProxyTargetGroup",
+    ],
+    "CreatesFeatureCache": ["FeatureCacheSecurityGroup", "FeatureCacheCluster"],
+    "InVpc": ["FunctionSecurityGroup"],
+    "HasRouteTables": ["DynamoDbGatewayEndpoint", "S3GatewayEndpoint"],
+    "CreatesInterfaceEndpoints": [
+        "EndpointSecurityGroup",
+        "SqsInterfaceEndpoint",
+        "EventsInterfaceEndpoint",
+        "SecretsManagerInterfaceEndpoint",
+    ],
+}
+
+
+def test_feature_resources_exist_only_behind_their_condition_and_are_off_by_default(template):
+    for condition, names in FEATURE_RESOURCES.items():
+        for name in names:
+            assert template["Resources"][name]["Condition"] == condition, name
+    params = template["Parameters"]
+    assert (
+        default(template, {"Ref": "FeatureDatabase"}) == "none"
+        and params["FeatureCache"]["Default"] == "none"
+    )
+    assert {"aurora", "existing", "none"} == set(params["FeatureDatabase"]["AllowedValues"])
+
+
+def test_aurora_is_serverless_v2_postgres_behind_an_rds_proxy_that_requires_tls(template):
+    r = template["Resources"]
+    cluster, instance = r["FeatureDbCluster"]["Properties"], r["FeatureDbInstance"]["Properties"]
+    assert cluster["Engine"] == instance["Engine"] == "aurora-postgresql"
+    assert instance["DBInstanceClass"] == "db.serverless" and instance["PubliclyAccessible"] is False
+    assert cluster["ServerlessV2ScalingConfiguration"]["MaxCapacity"] == {"Ref": "FeatureDbMaxAcu"}
+    assert cluster["StorageEncrypted"] is True
+    proxy = r["FeatureDbProxy"]["Properties"]
+    assert proxy["EngineFamily"] == "POSTGRESQL" and proxy["RequireTLS"] is True
+    assert proxy["Auth"][0]["SecretArn"] == {"Ref": "FeatureDbSecretStore"}
+    assert r["FeatureDbProxyTargetGroup"]["Properties"]["DBClusterIdentifiers"] == [
+        {"Ref": "FeatureDbCluster"}
+    ]
+    cache = r["FeatureCacheCluster"]["Properties"]
+    assert cache["Engine"] == "valkey"
+    # the function reaches the database only through the proxy, the cache only from its own security group
+    db_in = r["FeatureDbSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [i["SourceSecurityGroupId"] for i in db_in] == [{"Ref": "FeatureDbProxySecurityGroup"}]
+    for sg in ("FeatureDbProxySecurityGroup", "FeatureCacheSecurityGroup", "EndpointSecurityGroup"):
+        ingress = r[sg]["Properties"]["SecurityGroupIngress"]
+        assert [i["SourceSecurityGroupId"] for i in ingress] == [{"Ref": "FunctionSecurityGroup"}], sg
+
+
+def test_the_function_joins_the_vpc_and_reads_the_proxy_and_the_cache_over_tls(template, function):
+    props = function["Properties"]
+    vpc = props["VpcConfig"]["Fn::If"]
+    assert vpc[0] == "InVpc" and vpc[2] == {"Ref": "AWS::NoValue"}
+    assert vpc[1]["SecurityGroupIds"] == [{"Ref": "FunctionSecurityGroup"}]
+    env = props["Environment"]["Variables"]
+    host = env["ENRICH_DB_HOST"]["Fn::If"][1]["Fn::If"]
+    assert host[1] == {"Fn::GetAtt": ["FeatureDbProxy", "Endpoint"]}  # the proxy, never the cluster
+    cache_url = env["ENRICH_CACHE_URL"]["Fn::If"][1]["Fn::If"]
+    assert all(branch["Fn::Sub"].startswith("rediss://") for branch in cache_url[1:])
+    assert env["ENRICH_SOURCE"] == {"Fn::If": ["UsesFeatureDb", "postgres", "dynamodb"]}
+
+
+def test_feature_db_access_is_the_secret_or_rds_db_connect_on_the_proxy_user(template):
+    statements = {
+        st["Fn::If"][1]["Sid"]: (st["Fn::If"][0], st["Fn::If"][1])
+        for p in template["Resources"]["ScoringFunctionRole"]["Properties"]["Policies"]
+        for st in p["PolicyDocument"]["Statement"]
+        if "Fn::If" in st
+    }
+    cond, secret = statements["ReadFeatureDbSecret"]
+    assert cond == "FeatureDbSecret" and secret["Action"] == "secretsmanager:GetSecretValue"
+    cond, connect = statements["ConnectToFeatureDb"]
+    assert cond == "FeatureDbIam" and connect["Action"] == "rds-db:connect"
+    arn, variables = connect["Resource"]["Fn::Sub"]
+    assert arn.endswith(":dbuser:${ProxyId}/${FeatureDbUser}")  # one database user of one proxy
+    assert statements["VpcNetworkInterfaces"][0] == "InVpc"
+
+
+def test_feature_db_proxy_role_reads_only_its_secret(template):
+    role = template["Resources"]["FeatureDbProxyRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "rds.amazonaws.com"}
+    (policy,) = role["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "secretsmanager:GetSecretValue"
+    assert statement["Resource"] == {"Ref": "FeatureDbSecretStore"}

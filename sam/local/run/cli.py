@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -29,6 +30,7 @@ from sam.local.run.config import (
     cold_start_handler,
     handler_environment,
 )
+from sam.local.run.enrich import enrichment_lines, postgres_enrichment
 from sam.local.run.producer_driver import Producer
 from sam.local.run.summary import num, summary
 from sam.local.run.tally import ProgressLine, Tally, wrap_handler
@@ -69,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive,
         default=None,
         help="seconds to wait for the consumer after publishing (default: scales with --events)",
+    )
+    p.add_argument(
+        "--enrich",
+        choices=("postgres",),
+        default=None,
+        help="postgres: enrich from a real PostgreSQL through a real Valkey cache, both started here",
     )
     p.add_argument(
         "--aws",
@@ -132,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.function = FUNCTION
     aggregate_fraction = 1.0 if args.aggregate else args.aggregate_fraction
+    if args.enrich and args.aws:
+        print("error: --enrich starts local servers: not with --aws", file=sys.stderr)
+        return 2
     if args.aws and not (args.stream and args.table and args.dlq_url):
         print(
             "error: --aws needs --stream, --table and --dlq-url (or STREAM_NAME, SCORES_TABLE, DLQ_URL)",
@@ -153,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             print("starting moto server ...", file=sys.stderr, flush=True)
             server = MotoServer().start()
             os.environ.update(server.env())
-        return _run(args, settings, fn_env, aggregate_fraction, server, stop, signals)
+        with contextlib.ExitStack() as stack:
+            args.enrich_env = {}
+            if args.enrich == "postgres":
+                args.enrich_env = stack.enter_context(
+                    postgres_enrichment(boto3.session.Session(), seed=args.seed)
+                )
+            return _run(args, settings, fn_env, aggregate_fraction, server, stop, signals)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -206,6 +223,7 @@ def _run(
     env = handler_environment(fn_env, table=table, dlq_url=dlq_url)
     if server is not None:
         env["ALERT_BUS"] = LOCAL_NAMES["alert_bus"]
+    env.update(args.enrich_env)
     os.environ.update(env)
     sys.stdout = DropEMF(sys.stdout)  # POWERTOOLS_METRICS_DISABLED, also for single_metric
 
@@ -235,6 +253,7 @@ def _run(
         aggregate_fraction=aggregate_fraction,
         rate=args.rate,
         stop=stop,
+        omit=tuple(env["ENRICH_FEATURES"].split(",")) if args.enrich_env else (),
     )
     progress = ProgressLine()
     errors: list[str] = []
@@ -335,6 +354,9 @@ def _run(
         alerts=alerts,
     )
     print(text, flush=True)
+    enricher = handler_module.runtime().enricher if args.enrich_env else None
+    for line in enrichment_lines(enricher.totals if enricher is not None else None):
+        print(line, flush=True)
     if interrupted:
         return 130
     return 0 if ok else 1

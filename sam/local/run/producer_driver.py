@@ -122,9 +122,11 @@ class Producer:
         compact: bool = False,
         before_chunk: Callable[[int], None] | None = None,
         transform: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
+        omit: tuple[str, ...] = (),
     ) -> None:
         self.schema = FeatureSchema.load(DEFAULT_SCHEMA_PATH)
         self.n, self.seed, self.chunk = n, seed, chunk
+        self.omit = frozenset(omit)  # fields valid events are published without (enrichment fills them)
         self.malformed_fraction, self.aggregate_fraction = malformed_fraction, aggregate_fraction
         self.stop = stop
         self.before_chunk = before_chunk  # called with each chunk's first index before it is generated
@@ -167,6 +169,8 @@ class Producer:
                 bad += 1
                 exp.malformed[i] = reason
             else:
+                if self.omit:
+                    ev = {k: v for k, v in ev.items() if k not in self.omit}
                 pk, data = ev["account_id"], orjson.dumps(ev)
                 if self.positions is None:
                     exp.valid[ev["event_id"]] = i
