@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", type=float, default=0.01, help="share of rows explained (default 1%%)")
     args = ap.parse_args(argv)
     pin()
+    load_start = os.getloadavg()
     with endpoint("instant") as server:
         os.environ.update(aws_env(server.endpoint))
         os.environ["POWERTOOLS_METRICS_DISABLED"] = (
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         "budget": {"drift": "<= 1.05 x off", "reasons at 1%": "<= 1.25 x off"},
         "cpu_ms_per_batch": cpu_ms,
     }
+    load_end = os.getloadavg()
+    result["loadavg"] = {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "monitoring.json").write_text(json.dumps(result, indent=1) + "\n")
     log(f"min CPU per batch: {result['min_cpu_ms_per_batch']} -> {result['vs_off_min']}")

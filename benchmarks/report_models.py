@@ -4,6 +4,17 @@ monitoring (benchmarks/monitoring.py, docs/monitoring.md)."""
 from __future__ import annotations
 
 
+def _load_note(r: dict) -> str:
+    load = r.get("loadavg")
+    if not load:
+        return ""
+    return (
+        f" Run on its own, {load['start'][0]} -> {load['end'][0]} load average (1 min) on the 2 cores: other "
+        "work shared the machine, so the medians swing; the minimum per variant and the parts alone are the "
+        "figures to read."
+    )
+
+
 def rollout_section(r: dict) -> list[str]:
     med, low = r["median_cpu_ms_per_batch"], r["min_cpu_ms_per_batch"]
     vs, vs_min, alone, check = r["vs_off"], r["vs_off_min"], r["alone"], r["alias_check"]
@@ -14,7 +25,8 @@ def rollout_section(r: dict) -> list[str]:
         f"`taskset -c 0 .venv/bin/python -m benchmarks.rollout`: the pipeline on batches of {r['size']:,} "
         f"records (the largest that fits Lambda's 6 MB payload), lean writer against the instant endpoint, "
         f"{r['rounds']} interleaved rounds of {r['batches_per_round']} batches per variant. The challenger "
-        "has the default model's size (200 trees of depth 6). Budget: shadow <= +25% CPU of the batch.",
+        "has the default model's size (200 trees of depth 6). Budget: shadow <= +25% CPU of the batch."
+        + _load_note(r),
         "",
         "| variant | CPU ms per batch (min) | vs off | CPU ms (median) | vs off | records/CPU-s (median) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -66,7 +78,7 @@ def monitoring_section(r: dict) -> list[str]:
         f"`taskset -c 0 .venv/bin/python -m benchmarks.monitoring`: batches of {r['size']:,} records, lean "
         f"writer against the instant endpoint, {r['rounds']} interleaved rounds of {r['batches_per_round']} "
         f"batches per variant; reasons for the top {100 * r['explained_share']:.1f}% of scores (3 features). "
-        "Budgets: drift <= +5%, reasons at 1% <= +25% of the batch CPU.",
+        "Budgets: drift <= +5%, reasons at 1% <= +25% of the batch CPU." + _load_note(r),
         "",
         "| variant | CPU ms per batch (min) | vs off | CPU ms (median) | vs off |",
         "|---|---:|---:|---:|---:|",

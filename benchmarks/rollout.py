@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trees", type=int, default=200, help="the challenger's trees (the default model's)")
     args = ap.parse_args(argv)
     pin()
+    load_start = os.getloadavg()
     from consumers.core.schema import FeatureSchema
     from model import DEFAULT_SCHEMA_PATH
     from model.train import train
@@ -212,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         train(FeatureSchema.load(DEFAULT_SCHEMA_PATH), trees=args.trees, seed=1, out_dir=challenger)
         result = {"benchmark": "rollout", **pipeline_costs(args, challenger)}
         result["alias_check"] = alias_check_costs(challenger, args.checks)
+    load_end = os.getloadavg()
+    result["loadavg"] = {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "rollout.json").write_text(json.dumps(result, indent=1) + "\n")
     med, vs = result["median_cpu_ms_per_batch"], result["vs_off"]
