@@ -151,6 +151,10 @@ class FeatureTableEnricher:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def forget(self) -> None:
+        """Empty the cache (SnapStart's restore: entries timed on the snapshot's clock are not trusted)."""
+        self._cache.clear()
+
     # ------------------------------------------------------------------------------------ the stage
     def enrich(self, events: list[dict[str, Any]], deadline: Deadline | None = None) -> list[dict[str, Any]]:
         stats = EnrichStats()
