@@ -14,24 +14,36 @@ outside Lambda by Powertools itself).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import numpy as np
 
 from consumers.aws.archive import S3Archive
-from consumers.aws.clients import backoff_from, build_sink, client, client_config, models_from
+from consumers.aws.clients import (
+    backoff_from,
+    build_sink,
+    client,
+    client_config,
+    drop_connections,
+    models_from,
+    renew_credentials,
+)
 from consumers.aws.deadline import calls_within
 from consumers.aws.dlq_overflow import S3Overflow
 from consumers.aws.dynamodb import DynamoDBSink
 from consumers.aws.enrichers import build_enricher
 from consumers.aws.eventbridge import EventBridgeAlerts
 from consumers.aws.lean_dynamodb import LeanDynamoDBSink
+from consumers.aws.registry_s3 import S3RegistryReader
 from consumers.aws.sqs import SQSQuarantine
 from consumers.bootstrap import (
     LazyRuntime,
     deadline_from,
     lambda_entry,
+    register_snapstart,
     report_enrichment,
     tracer,
 )
@@ -51,6 +63,7 @@ from consumers.core.types import BatchOutcome, BatchResponse
 from consumers.telemetry import report, report_drift, report_rollout, report_variants
 
 DEFAULT_BUDGET_S = 60.0  # when invoked without a Lambda context (scripts)
+WARM_ROWS = 8  # rows of the warm-up predict before a SnapStart snapshot
 
 
 @dataclass
@@ -130,6 +143,40 @@ class Runtime:
             executor.shutdown(wait=False)
         if self.enricher is not None:
             self.enricher.close()
+
+    # -- SnapStart (consumers.bootstrap.LazyRuntime.before_snapshot / after_restore) --------------------
+    def before_snapshot(self) -> None:
+        """Every model this container serves predicts once (XGBoost builds its caches), so the snapshot holds
+        them warm; no socket is open when the memory is captured."""
+        for scorer in (self.models.current.live, self.models.current.shadow, self.models.current.canary):
+            if scorer is not None:
+                scorer.predict(np.zeros((WARM_ROWS, len(scorer.schema)), dtype=np.float32))
+        self.drop_connections()
+
+    def after_restore(self) -> None:
+        """A snapshot is restored into many environments, hours or days after it was taken
+        (https://docs.aws.amazon.com/lambda/latest/dg/snapstart-uniqueness.html): each gets its own random
+        state (the writers' backoff jitter), credentials read now, new connections (opened lazily by the
+        next request), an empty enrichment cache (its TTLs ran on the snapshot's clock) and a registry check
+        at the next batch."""
+        random.seed()  # from os.urandom: a distinct jitter sequence in every restored environment
+        credentials = boto3.session.Session().get_credentials()
+        self.drop_connections(credentials)
+        if self.enricher is not None:
+            self.enricher.forget()
+        self.models.refresh_now()
+
+    def drop_connections(self, credentials: Any = None) -> None:
+        """Close every pooled connection (botocore clients, the lean writer's per-thread ones, the registry
+        reader's); with ``credentials``, every client and the lean paths sign with them from now on."""
+        drop_connections()
+        if credentials is not None:
+            renew_credentials(credentials)
+        if isinstance(self.sink, LeanDynamoDBSink):
+            self.sink.reset_connections(credentials)
+        store = getattr(self.models, "store", None)
+        if isinstance(store, S3RegistryReader):
+            store.reset_connections()
 
     def handle(self, event: dict[str, Any], context: Any) -> BatchResponse:
         deadline = self.deadline(context)
@@ -233,6 +280,7 @@ def _describe(runtime: Runtime) -> dict[str, Any]:
 
 RUNTIME: LazyRuntime[Runtime] = LazyRuntime(lambda: Runtime.from_settings(Settings.from_env()), _describe)
 RUNTIME.build_on_lambda()
+register_snapstart(RUNTIME)  # used only when the function has SnapStart on (template parameter SnapStart)
 
 
 def runtime() -> Runtime:

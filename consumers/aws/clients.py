@@ -4,6 +4,7 @@ client carries (``consumers.aws.deadline``)."""
 
 from __future__ import annotations
 
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,9 +43,41 @@ def client_config(pool: int, *, botocore_retries: bool = False, validate: bool =
     )
 
 
+# Every client ``client()`` built in this process, for the SnapStart hooks (``drop_connections``,
+# ``renew_credentials``): a restored snapshot must not reuse the pooled sockets or the credentials of init.
+_BUILT: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def client(session: Any, service: str, config: Config | None = None) -> Any:
     """A botocore client whose every call ends by the deadline its caller declares (``calls_within``)."""
-    return bounded(session.client(service, config=config or client_config(2)))
+    built = bounded(session.client(service, config=config or client_config(2)))
+    _BUILT.add(built)
+    return built
+
+
+def built_clients() -> list[Any]:
+    return list(_BUILT)
+
+
+def drop_connections() -> int:
+    """Close the pooled connections of every client built here (urllib3 opens new ones on the next call).
+    Returns how many clients were reset."""
+    n = 0
+    for c in built_clients():
+        session = getattr(getattr(c, "_endpoint", None), "http_session", None)
+        if session is not None:
+            session.close()  # botocore URLLib3Session.close(): clears the pool managers
+            n += 1
+    return n
+
+
+def renew_credentials(credentials: Any) -> None:
+    """Give every client built here ``credentials`` (a fresh read of the provider chain): what its signer
+    and the lean paths (which read the signer's credentials) sign with from now on."""
+    for c in built_clients():
+        signer = getattr(c, "_request_signer", None)
+        if signer is not None:
+            signer._credentials = credentials  # botocore keeps it there; there is no public setter
 
 
 def registry_store(root: str, session: Any) -> RegistryReader:

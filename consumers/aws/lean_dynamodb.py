@@ -129,6 +129,10 @@ class LeanDynamoDBSink:
         self._ssl = ssl_context_for(client, self.scheme)
         self.transport = transport or RawConnection
         self._local = threading.local()
+        # Every connection any thread opened, and a generation: ``reset_connections`` (SnapStart's restore)
+        # closes them all and bumps the generation, so each thread opens a new one on its next request.
+        self._open: set[Connection] = set()
+        self._generation = 0
         self._stats_lock = threading.Lock()
         self.stats = {
             "requests": 0,
@@ -151,6 +155,21 @@ class LeanDynamoDBSink:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            with self._stats_lock:
+                self._open.discard(conn)
+
+    def reset_connections(self, credentials: Any = None) -> int:
+        """Between batches (SnapStart's hooks): close every thread's connection, so the next request of
+        each thread opens a new one; ``credentials``, if given, are what requests are signed with from now
+        on. Returns how many connections were closed."""
+        with self._stats_lock:
+            conns, self._open = list(self._open), set()
+            self._generation += 1
+            if credentials is not None:
+                self.credentials = credentials
+        for conn in conns:
+            conn.close()
+        return len(conns)
 
     # -- one chunk -------------------------------------------------------------------------------
     def _write_chunk(self, items: list[dict[str, Any]], deadline: Deadline) -> ChunkResult:
@@ -210,10 +229,14 @@ class LeanDynamoDBSink:
 
     def _connection(self) -> tuple[Connection, bool]:
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and getattr(self._local, "generation", -1) == self._generation:
             return conn, True
+        if conn is not None:  # opened before a reset_connections (already closed there)
+            conn.close()
         conn = self.transport(self.hostname, self.port, self._ssl, self.connect_timeout_s)
-        self._local.conn = conn
+        self._local.conn, self._local.generation = conn, self._generation
+        with self._stats_lock:
+            self._open.add(conn)
         return conn, False
 
     def _exchange(

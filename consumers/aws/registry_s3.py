@@ -116,6 +116,10 @@ class S3RegistryReader:
             self._conn.close()
             self._conn = None
 
+    def reset_connections(self) -> None:
+        """Drop the lean connection (SnapStart's hooks); the next check opens a new one."""
+        self._close()
+
     def _botocore_get(self, key: str, etag: str | None) -> Fetched | None:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(key)}
         if etag:

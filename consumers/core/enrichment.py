@@ -52,6 +52,10 @@ class SharedCache(Protocol):
         """Store what the source answered, each with its TTL, in one round trip."""
         ...
 
+    def close(self) -> None:
+        """Drop the connection (the next call opens one)."""
+        ...
+
 
 def python_converter(f: Feature) -> Callable[[Any], Any]:
     """A value as a driver or a decoder returns it (int, float, Decimal, bool, str) -> the JSON-typed value an
@@ -150,6 +154,14 @@ class CachedEnricher:
 
     def close(self) -> None:
         """Release connections (tests and the local mode; on Lambda the environment just ends)."""
+
+    def forget(self) -> None:
+        """After a SnapStart restore: empty the in-process cache (its entries were timed on the snapshot's
+        clock) and drop the source's and the shared cache's connections (both reopen at the next batch)."""
+        self._cache.clear()
+        self.close()
+        if self.shared is not None:
+            self.shared.close()
 
     # ------------------------------------------------------------------------------------ the stage
     def enrich(self, events: list[dict[str, Any]], deadline: Deadline | None = None) -> list[dict[str, Any]]:

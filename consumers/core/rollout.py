@@ -180,6 +180,11 @@ class Rollout:
             canary = None
         return Variants(live, shadow, canary, aliases.canary_percent if canary is not None else 0.0)
 
+    def refresh_now(self) -> None:
+        """Make the next ``refresh_if_due`` read the aliases (SnapStart's restore: the snapshot may be
+        hours old, and its refresh clock says nothing about the registry now)."""
+        self._next = float("-inf")
+
     def refresh_if_due(self) -> None:
         """Between batches: re-read the aliases if ``refresh_s`` has passed since the last read."""
         now = self.clock()
@@ -295,6 +300,9 @@ class Fixed:
         self.aliases: Aliases | None = None
 
     def refresh_if_due(self) -> None:
+        return None
+
+    def refresh_now(self) -> None:
         return None
 
     def observe(self, *, failed: bool, records: int = 0, quarantined: int = 0,

@@ -356,15 +356,24 @@ def test_alarms(template):
     alarms = resources_of(template, "AWS::CloudWatch::Alarm")
     watched = {
         (
-            default(template, a["Properties"]["Namespace"]),
-            a["Properties"]["MetricName"],
-            tuple(sorted(refs(a["Properties"]["Dimensions"]))),
+            default(template, spec["Namespace"]),
+            spec["MetricName"],
+            tuple(sorted(refs(spec["Dimensions"]))),
         )
         for a in alarms.values()
+        for spec in (
+            [a["Properties"]]
+            if "MetricName" in a["Properties"]
+            else [m["MetricStat"]["Metric"] for m in a["Properties"]["Metrics"] if "MetricStat" in m]
+        )
     }
     assert watched == {
         ("AWS/Lambda", "IteratorAge", ("ScoringFunction",)),
         ("AWS/Lambda", "Errors", ("ScoringFunction",)),
+        ("AWS/Lambda", "Invocations", ("ScoringFunction",)),  # ErrorRateAlarm: Errors / Invocations
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", ("FailureQueue",)),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", ("QuarantineQueue",)),
+        ("EventScoring", "DriftPSIMax", ()),  # the drift monitor's largest PSI of a window
         ("AWS/Lambda", "Throttles", ("ScoringFunction",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("QuarantineQueue",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("FailureQueue",)),

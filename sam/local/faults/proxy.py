@@ -46,6 +46,10 @@ class FaultProxy:
         self._conns_lock = threading.Lock()
         self.forwarded = 0
         self.upstream_errors = 0
+        # (client port, "service.Operation", access key) of every request, in arrival order: which TCP
+        # connection of the client carried it (a reconnect shows as a new port) and who signed it (tests of
+        # SnapStart's restore use both).
+        self.seen: list[tuple[int, str, str]] = []
 
     # -- control --------------------------------------------------------------------------------
     def set(self, fault: str, **params: Any) -> Rule:
@@ -56,6 +60,15 @@ class FaultProxy:
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return self.plan.stats()
+
+    def open_client_ports(self) -> frozenset[int]:
+        """Client ports of the connections the proxy still has open."""
+        ports: list[int] = []
+        with self._conns_lock:
+            for c in self._conns:
+                with contextlib.suppress(OSError):  # closing right now
+                    ports.append(c.getpeername()[1])
+        return frozenset(ports)
 
     def requests(self) -> dict[str, int]:
         """Requests seen per "service.Operation" (injected or not)."""
@@ -120,10 +133,14 @@ class FaultProxy:
         reader = wire.Reader(conn)
         upstream: HTTPConnection | None = None
         try:
+            port = conn.getpeername()[1]
             while not self._stopping.is_set():
                 req = wire.read_request(conn, reader)
                 if req is None:
                     return
+                key = req.header("authorization").partition("Credential=")[2].partition("/")[0]
+                with self._conns_lock:
+                    self.seen.append((port, f"{req.service()}.{req.operation()}", key))
                 keep, upstream = self._handle(conn, req, upstream)
                 if not keep:
                     return
