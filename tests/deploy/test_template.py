@@ -154,10 +154,10 @@ def test_function_runtime_code_and_tracing(template, function):
     assert default(template, props["Architectures"][0]) == "x86_64"
     assert set(template["Parameters"]["Architecture"]["AllowedValues"]) == set(package.PLATFORMS)
     # The code is what `make package` builds: the template points at package.py's default output and
-    # tells `sam build` not to rebuild it (SAM's python builder would drop every *.so and __pycache__).
+    # tells `sam build` to take it as built (tests/deploy/test_sam_build.py).
     code_dir = (TEMPLATE.parent / props["CodeUri"]).resolve()
     assert code_dir == package.DEFAULT_OUT.resolve()
-    assert function["Metadata"]["SkipBuild"] is True
+    assert function["Metadata"]["BuildMethod"] == "makefile"
     assert props["AutoPublishAlias"] == "live"
 
 
@@ -813,7 +813,7 @@ def test_every_function_ships_from_the_one_package(template, function, function_
     assert (REPO / Path(*module.split("."))).with_suffix(".py").is_file()
     for key in ("CodeUri", "Runtime", "Architectures", "Tracing", "AutoPublishAlias"):
         assert props[key] == function["Properties"][key], key
-    assert fn["Metadata"]["SkipBuild"] is True
+    assert fn["Metadata"]["BuildMethod"] == "makefile"
     logs = FUNCTIONS[function_name]["logs"]
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": logs}
     suffix = props["FunctionName"]["Fn::Sub"].removeprefix("${AWS::StackName}")
