@@ -15,7 +15,7 @@ import time
 
 from benchmarks.common import RESULTS, TARGET_LABELS
 from benchmarks.cost import model as cost_model
-from benchmarks.report_models import monitoring_section, rollout_section
+from benchmarks.report_models import monitoring_section, rollout_section, snapstart_section
 from benchmarks.report_plots import plots
 from benchmarks.report_sections import (
     cold_section,
@@ -113,6 +113,9 @@ def report() -> str:
     monitoring = load("monitoring")
     if monitoring:
         out += monitoring_section(monitoring)
+    snapstart = load("snapstart")
+    if snapstart:
+        out += snapstart_section(snapstart)
     shared = load("shared_cache")  # benchmarks/shared_cache.py (run on its own: its own servers, N processes)
     if shared:
         from benchmarks.shared_cache import section as shared_cache_section

@@ -96,3 +96,28 @@ def monitoring_section(r: dict) -> list[str]:
         "",
     ]
     return out
+
+
+def snapstart_section(r: dict) -> list[str]:
+    m = r["median"]
+    return [
+        "## Cold start with SnapStart: what a snapshot replaces and what a restore pays",
+        "",
+        f"`taskset -c 0 .venv/bin/python -m benchmarks.snapstart --runs {r['runs']}` (median of {r['runs']} "
+        f"fresh processes, batches of {r['batch_records']:,} records, local DynamoDB endpoint; docs/deploy.md "
+        '"SnapStart"). Lambda\'s own restore of the snapshot cannot be measured here (on Lambda: `Restore '
+        "Duration` in the REPORT line).",
+        "",
+        "| part | seconds |",
+        "|---|---:|",
+        "| interpreter start + imports + init (models loaded) + before-snapshot hook: what the snapshot "
+        f"replaces | {m['snapshot_replaces_s']:.3f} |",
+        f"| of which the before-snapshot hook (models warmed, sockets closed, gc.freeze) | "
+        f"{m['before_snapshot_hook_s']:.4f} |",
+        "| after-restore hook (random reseeded, credentials, connections dropped) | "
+        f"{m['after_restore_hook_s']:.4f} |",
+        f"| first batch after restore (reconnects) | {m['first_batch_after_restore_s']:.4f} |",
+        f"| a warm batch | {m['warm_batch_s']:.4f} |",
+        f"| what a restored environment pays (hook + the first batch's extra) | {m['restored_pays_s']:.4f} |",
+        "",
+    ]

@@ -113,3 +113,8 @@ def test_monitoring_benchmark_runs_on_tiny_sizes_and_reports(tmp_path):
     assert got["explained_rows"] >= 1 and got["alone"]["shap_exact_ms"] > 0
     run("benchmarks.report", env=env)
     assert "## Drift and reasons" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_shared_cache_benchmark_runs_quickly_with_its_real_servers():
+    # --quick: a tiny run into a temporary directory (the real PostgreSQL and Valkey of sam/local/datastores)
+    run("benchmarks.shared_cache", "--quick", timeout=240)
