@@ -104,8 +104,8 @@ def snapstart_section(r: dict) -> list[str]:
         "## Cold start with SnapStart: what a snapshot replaces and what a restore pays",
         "",
         f"`taskset -c 0 .venv/bin/python -m benchmarks.snapstart --runs {r['runs']}` (median of {r['runs']} "
-        f"fresh processes, batches of {r['batch_records']:,} records, local DynamoDB endpoint; docs/deploy.md "
-        '"SnapStart"). Lambda\'s own restore of the snapshot cannot be measured here (on Lambda: `Restore '
+        f"fresh processes, batches of {r['batch_records']:,} records, local DynamoDB endpoint; docs/deploy.md"
+        ' "SnapStart"). Lambda\'s own restore of the snapshot cannot be measured here (on Lambda: `Restore '
         "Duration` in the REPORT line).",
         "",
         "| part | seconds |",
