@@ -20,6 +20,8 @@ S3_BATCH_REQUIRED = ("MODEL_URI", "INPUT_PREFIX", "OUTPUT_PREFIX")  # SCORES_TAB
 HTTP_REQUIRED = (
     "MODEL_URI",
 )  # SCORES_TABLE only with HTTP_WRITE_SCORES=true (checked by consumers/http_handler.py)
+# The range worker of split files (consumers/s3_worker.py); SCORES_TABLE optional as for the S3 function.
+RANGE_WORKER_REQUIRED = ("MODEL_URI", "JOBS_TABLE", "RANGE_QUEUE_URL", "RANGE_DLQ_URL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,16 @@ class Settings:
     # The analytics sink: one gzipped JSON Lines object per batch under this bucket/prefix (empty: off).
     archive_bucket: str = ""
     archive_prefix: str = "scores/"
+    # Split files (consumers/core/ranges.py): objects above split_bytes go to the range queue as ranges of
+    # range_bytes when RANGE_QUEUE_URL and JOBS_TABLE are set (0: never split); parts and manifests go under
+    # work_prefix; a range is dead-lettered after range_max_receives deliveries.
+    split_bytes: int = 256 * 1024 * 1024
+    range_bytes: int = 64 * 1024 * 1024
+    range_queue_url: str = ""
+    range_dlq_url: str = ""
+    jobs_table: str = ""
+    work_prefix: str = "work/"
+    range_max_receives: int = 5
 
     @classmethod
     def from_env(
@@ -148,4 +160,11 @@ class Settings:
             scores_write=choice("SCORES_WRITE", "all", ("all", "actionable")),
             archive_bucket=env.get("ARCHIVE_BUCKET", "").strip(),
             archive_prefix=env.get("ARCHIVE_PREFIX", "").strip() or "scores/",
+            split_bytes=integer("SPLIT_BYTES", 256 * 1024 * 1024, 0, 2**50),
+            range_bytes=integer("RANGE_BYTES", 64 * 1024 * 1024, 5 * 1024 * 1024, 5 * 1024**3),
+            range_queue_url=required("RANGE_QUEUE_URL"),
+            range_dlq_url=required("RANGE_DLQ_URL"),
+            jobs_table=required("JOBS_TABLE"),
+            work_prefix=env.get("WORK_PREFIX", "").strip() or "work/",
+            range_max_receives=integer("RANGE_MAX_RECEIVES", 5, 1, 1000),
         )
