@@ -36,13 +36,14 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
+from consumers.aws.assembly import concatenate
 from consumers.aws.batchfiles import file_scorer, score_into
 from consumers.aws.clients import client, client_config, load_model
 from consumers.aws.deadline import calls_within
 from consumers.aws.errors import error_code
 from consumers.aws.jobs import JobTable, publish_status, view
-from consumers.aws.rangequeue import RangeQueue
-from consumers.aws.s3 import PART_BYTES, ResumableBody, concatenate, read_range
+from consumers.aws.rangeretry import RangeRetry
+from consumers.aws.s3 import PART_BYTES, ResumableBody, read_range
 from consumers.bootstrap import LazyRuntime, deadline_from, lambda_entry, logger, metrics
 from consumers.core.config import RANGE_WORKER_REQUIRED, Settings
 from consumers.core.errors import EventShapeError
@@ -105,7 +106,7 @@ class WorkerRuntime:
     settings: Settings
     s3: Any
     jobs: JobTable
-    queue: RangeQueue
+    queue: RangeRetry
     files: FileScorer
     executor: ThreadPoolExecutor
     copies: ThreadPoolExecutor
@@ -127,7 +128,7 @@ class WorkerRuntime:
             settings=settings,
             s3=s3,
             jobs=JobTable(client(session, "dynamodb", retrying), settings.jobs_table),
-            queue=RangeQueue(
+            queue=RangeRetry(
                 client(session, "sqs", retrying), settings.range_queue_url, settings.range_dlq_url
             ),
             files=files,
@@ -157,7 +158,9 @@ class WorkerRuntime:
                 try:
                     outcomes.append(self.process(record, deadline).summary())
                 except Failed as exc:
-                    outcomes.append({"message_id": message_id, "failed": exc.reason, "dead_lettered": exc.final})
+                    outcomes.append(
+                        {"message_id": message_id, "failed": exc.reason, "dead_lettered": exc.final}
+                    )
                     if not exc.final:
                         failures.append({"itemIdentifier": message_id})
                 except Exception as exc:
@@ -185,7 +188,7 @@ class WorkerRuntime:
             # back when the lease ends (its holder crashed) or sooner (it finished: this one is then deleted)
             if "receiptHandle" in record:
                 retry_s = min(exc.retry_in_s, self.retry_backoff_s * attempt)
-                self.queue.retry_later(str(record["receiptHandle"]), int(retry_s) + 1)
+                self.queue.later(str(record["receiptHandle"]), int(retry_s) + 1)
             raise Failed("assembly_pending", str(exc), final=False) from None
         except Exception as exc:
             reason, detail, final = self._classify(exc, attempt)
@@ -200,7 +203,7 @@ class WorkerRuntime:
                     body, reason=reason, detail=detail, attempts=attempt, job=task.job, index=task.index
                 )
             elif "receiptHandle" in record:
-                self.queue.retry_later(str(record["receiptHandle"]), int(self.retry_backoff_s * attempt))
+                self.queue.later(str(record["receiptHandle"]), int(self.retry_backoff_s * attempt))
             publish_status(self.s3, self.jobs, item)
             raise Failed(reason, detail, final=final) from exc
 
@@ -247,7 +250,9 @@ class WorkerRuntime:
         if isinstance(fmt, CsvFormat) and not task.last:
             fmt.range_end_check = True
         limit = self.settings.max_event_bytes
-        header = read_range(self.s3, task.bucket, task.key, 0, task.header_end, task.etag)
+        header = task.header()
+        if header is None:
+            header = read_range(self.s3, task.bucket, task.key, 0, task.header_end, task.etag)
         body = ResumableBody.ranged(self.s3, task.bucket, task.key, task.start, task.end, task.etag)
         lines = itertools.chain(
             numbered_lines(io.BytesIO(header), limit),

@@ -1,10 +1,6 @@
-"""The range queue of split files (``RANGE_QUEUE_URL``, the template's ``RangeQueue``) and its dead-letter
-queue (``RANGE_DLQ_URL``): one message per range (``consumers.core.ranges.RangeTask``), sent in
-SendMessageBatch calls; a range that keeps failing is sent to the dead-letter queue by the worker itself, with
-its reason as message attributes (the queue's redrive policy is the backstop for an attempt that crashed or
-timed out, which has no reason to give); a failed attempt is retried after a backoff the worker sets
-(ChangeMessageVisibility), not after the whole visibility timeout.
-https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html
+"""The range queue of split files (``RANGE_QUEUE_URL``, the template's ``RangeQueue``): one message per
+range (``consumers.core.ranges.RangeTask``), sent in SendMessageBatch calls. What the worker does with a
+failed message is consumers/aws/rangeretry.py.
 """
 
 from __future__ import annotations
@@ -19,15 +15,9 @@ from consumers.core.limits import SQS_SEND_BATCH_MAX_BYTES, SQS_SEND_BATCH_MAX_E
 SEND_ATTEMPTS = 5  # per entry a SendMessageBatch reports as failed (botocore retries the calls themselves)
 
 
-def _attribute(value: str | int) -> dict[str, str]:
-    if isinstance(value, int):
-        return {"DataType": "Number", "StringValue": str(value)}
-    return {"DataType": "String", "StringValue": value[:1000] or "-"}
-
-
 class RangeQueue:
-    def __init__(self, sqs: Any, queue_url: str, dlq_url: str = "") -> None:
-        self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self.sqs, self.queue_url = sqs, queue_url
 
     def send(self, bodies: Sequence[str]) -> None:
         """Send every body (raises ``BatchError`` if SQS keeps failing an entry)."""
@@ -48,29 +38,3 @@ class RangeQueue:
                     break
             if pending:
                 raise BatchError(f"{len(pending)} range messages not sent to {self.queue_url}")
-
-    def dead_letter(
-        self, body: str, *, reason: str, detail: str, attempts: int, job: str, index: int
-    ) -> None:
-        """The message as it was, with why it failed (attributes: an operator filters on them)."""
-        if not self.dlq_url:
-            raise BatchError("RANGE_DLQ_URL is not set: a failed range cannot be dead-lettered")
-        self.sqs.send_message(
-            QueueUrl=self.dlq_url,
-            MessageBody=body,
-            MessageAttributes={
-                "reason": _attribute(reason),
-                "detail": _attribute(detail),
-                "attempts": _attribute(attempts),
-                "job": _attribute(job),
-                "range": _attribute(index),
-            },
-        )
-
-    def retry_later(self, receipt_handle: str, seconds: int) -> None:
-        """Make a failed message visible again in ``seconds`` (instead of the visibility timeout)."""
-        self.sqs.change_message_visibility(
-            QueueUrl=self.queue_url,
-            ReceiptHandle=receipt_handle,
-            VisibilityTimeout=max(0, min(seconds, 43_200)),
-        )

@@ -11,6 +11,7 @@ again: its messages are sent again, which the workers count once (``JobTable.ran
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import uuid
@@ -26,6 +27,7 @@ from consumers.aws.s3 import read_blocks, read_range
 from consumers.core.fileformats import CsvFormat, JsonLinesFormat, numbered_lines
 from consumers.core.filescoring import BatchError
 from consumers.core.ranges import (
+    HEADER_IN_TASK_BYTES,
     MIN_RANGE_BYTES,
     BoundaryScanner,
     Range,
@@ -38,8 +40,8 @@ from consumers.core.retry import Deadline
 
 log = logging.getLogger(__name__)
 
-SCAN_BLOCK_BYTES = 8 * 1024 * 1024
-SCAN_AHEAD = 8  # blocks in flight: one GET streams ~1/8 of what an instance can read
+SCAN_BLOCK_BYTES = 32 * 1024 * 1024
+SCAN_AHEAD = 4  # blocks in flight (128 MiB): one GET streams a fraction of what an instance can read
 HEAD_BYTES = 8 * 1024 * 1024  # the CSV header must end within this head (it is one record)
 SEND_EVERY = 10  # range messages per SendMessageBatch
 
@@ -99,6 +101,7 @@ class Splitter:
         size, etag = int(head["ContentLength"]), str(head["ETag"])
         arrival = head["LastModified"].timestamp() if "LastModified" in head else 0.0
         csv = isinstance(fmt, CsvFormat)
+        first = b""
         if csv:  # the header, checked as the single-invocation path checks it
             first = read_range(self.s3, bucket, key, 0, min(size, HEAD_BYTES), etag)
             next(iter(fmt.chunks(numbered_lines(io.BytesIO(first), fmt.max_line_bytes), 1)), None)
@@ -129,6 +132,7 @@ class Splitter:
         publish_status(self.s3, self.jobs, item)
 
         def task(r: Range, header_end: int, kind: str = "range") -> str:
+            small = 0 < header_end <= min(HEADER_IN_TASK_BYTES, len(first))
             return RangeTask(
                 job=job,
                 bucket=bucket,
@@ -145,6 +149,7 @@ class Splitter:
                 output_key=output_key,
                 rejected_key=rejected_key,
                 work_prefix=self.work_prefix,
+                header_b64=base64.b64encode(first[:header_end]).decode() if small else "",
                 kind=kind,
             ).to_json()
 

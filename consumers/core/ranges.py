@@ -28,6 +28,7 @@ so a file gets at most ``MAX_RANGES`` = 5,000 ranges: the range size grows with 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ MAX_PARTS = 10_000  # S3's limit for one multipart upload
 MAX_RANGES = MAX_PARTS // 2  # the assembly may need two parts for a range (consumers/aws/s3.py concatenate)
 MIN_RANGE_BYTES = 5 * MIB  # below S3's minimum part size every range would need merging
 TASK_VERSION = 1
+HEADER_IN_TASK_BYTES = 16 * 1024  # a CSV header up to this size travels in the message (no GET per range)
 KINDS = ("range", "assemble")
 
 
@@ -179,6 +181,7 @@ class RangeTask:
     output_key: str
     rejected_key: str
     work_prefix: str  # where the range's parts go: <work_prefix><job>/...
+    header_b64: str = ""  # the header itself when small (HEADER_IN_TASK_BYTES), else "" (a ranged GET)
     kind: str = "range"  # "assemble": only the completion check (sent when the scan ends after the ranges)
     v: int = TASK_VERSION
 
@@ -198,11 +201,11 @@ class RangeTask:
         if not isinstance(d, dict) or d.get("kind") not in KINDS or d.get("v") != TASK_VERSION:
             raise TaskError(f"not a range task of version {TASK_VERSION}")
         names = [f for f in cls.__dataclass_fields__ if f != "v"]
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n != "header_b64"]
         if missing:
             raise TaskError(f"range task without {', '.join(missing)}")
         try:
-            task = cls(**{n: d[n] for n in names})
+            task = cls(**{n: d[n] for n in names if n in d})
         except TypeError as exc:
             raise TaskError(str(exc)) from None
         ints = (task.size, task.index, task.start, task.end, task.first_line, task.header_end)
@@ -214,6 +217,15 @@ class RangeTask:
 
     def part_key(self, rejected: bool = False) -> str:
         return part_key(self.work_prefix, self.job, self.index, rejected)
+
+    def header(self) -> bytes | None:
+        """The CSV header carried in the message, or None when it must be read (or there is none)."""
+        if not self.header_b64:
+            return None if self.header_end else b""
+        data = base64.b64decode(self.header_b64)
+        if len(data) != self.header_end:
+            raise TaskError("range task whose header is not header_end bytes")
+        return data
 
 
 def part_key(work_prefix: str, job: str, index: int, rejected: bool = False) -> str:
