@@ -168,16 +168,18 @@ class JobTable:
         )
         return {k: _plain(v) for k, v in resp["Attributes"].items()}
 
-    def claim(self, job: str, name: str, token: str, lease_s: float) -> bool:
-        """Take the lease ``name`` ("assembly", "scan") unless that step is done or someone holds it."""
+    def claim(self, job: str, name: str, token: str, lease_s: float, *, renew: bool = False) -> bool:
+        """Take the lease ``name`` ("assembly", "scan") unless that step is done or someone holds it;
+        ``renew``: also when ``token`` holds it (a scan going on in another invocation)."""
         now = self.clock()
+        held = " OR #tok = :tok" if renew else ""
         try:
             self.ddb.update_item(
                 TableName=self.table,
                 Key=self._key(job),
                 UpdateExpression="SET #tok = :tok, #until = :until",
                 ConditionExpression="attribute_exists(job) AND attribute_not_exists(#done) "
-                "AND (attribute_not_exists(#until) OR #until < :now)",
+                f"AND (attribute_not_exists(#until) OR #until < :now{held})",
                 ExpressionAttributeNames={
                     "#tok": f"{name}_token",
                     "#until": f"{name}_until",

@@ -41,7 +41,7 @@ MAX_RANGES = MAX_PARTS // 2  # the assembly may need two parts for a range (cons
 MIN_RANGE_BYTES = 5 * MIB  # below S3's minimum part size every range would need merging
 TASK_VERSION = 1
 HEADER_IN_TASK_BYTES = 16 * 1024  # a CSV header up to this size travels in the message (no GET per range)
-KINDS = ("range", "assemble")
+KINDS = ("range", "assemble", "scan")
 
 
 class TaskError(ValueError):
@@ -182,7 +182,10 @@ class RangeTask:
     rejected_key: str
     work_prefix: str  # where the range's parts go: <work_prefix><job>/...
     header_b64: str = ""  # the header itself when small (HEADER_IN_TASK_BYTES), else "" (a ranged GET)
-    kind: str = "range"  # "assemble": only the completion check (sent when the scan ends after the ranges)
+    # "assemble": only the completion check (sent when the scan ends after the ranges); "scan": go on with a
+    # scan from ``scan`` (its state, lease token and the ranges found: consumers/aws/splitter.py)
+    kind: str = "range"
+    scan: dict[str, Any] | None = None
     v: int = TASK_VERSION
 
     @property
@@ -201,7 +204,7 @@ class RangeTask:
         if not isinstance(d, dict) or d.get("kind") not in KINDS or d.get("v") != TASK_VERSION:
             raise TaskError(f"not a range task of version {TASK_VERSION}")
         names = [f for f in cls.__dataclass_fields__ if f != "v"]
-        missing = [n for n in names if n not in d and n != "header_b64"]
+        missing = [n for n in names if n not in d and n not in ("header_b64", "scan")]
         if missing:
             raise TaskError(f"range task without {', '.join(missing)}")
         try:

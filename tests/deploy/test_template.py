@@ -572,7 +572,7 @@ CODE_RESOURCES_BY_FUNCTION = {
         "s3:PutObject": {"BatchBucket", "BatchOutputPrefix", "BatchWorkPrefix"},
         "s3:AbortMultipartUpload": {"BatchBucket", "BatchOutputPrefix", "BatchWorkPrefix"},
         "s3:DeleteObject": {"BatchBucket", "BatchWorkPrefix"},
-        "sqs:SendMessage": {"RangeDeadLetterQueue"},
+        "sqs:SendMessage": {"RangeQueue", "RangeDeadLetterQueue"},  # a scan handed on, dead letters
         "sqs:ChangeMessageVisibility": {"RangeQueue"},
     },
     "HttpScoringFunction": {

@@ -183,7 +183,10 @@ class Split:
             QueueUrl=self.queue,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        return (
+            attrs["ApproximateNumberOfMessages"] == "0"
+            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        )
 
     def status(self, key: str) -> dict | None:
         try:
@@ -267,6 +270,25 @@ def test_quoted_newlines_are_never_cut_and_the_header_is_carried_to_every_range(
     assert status["rejected_rows"] == 0 and status["scored"] == 3_000
 
 
+def test_a_scan_that_runs_out_of_time_is_handed_on_and_the_output_is_the_same(split):
+    # GIVEN a scan that may read only two blocks per invocation (as if the time left ran short)
+    data = gen("csv", 9_000, malformed=3)
+    single = split.single("in/long.csv", data)
+    for splitter in (split.rt.splitter, split.wrt.splitter):
+        splitter.block_bytes, splitter.max_blocks = 100_000, 2
+    # WHEN S3 reports the file: the S3 function scans two blocks, then a "scan" message goes on, and so on
+    (obj,) = split.event("in/long.csv")["objects"]
+    assert obj["action"] == "continued"
+    status = split.drain("in/long.csv")
+    # THEN the ranges are the same as one scan finds, the manifest lists them all, the output is identical
+    manifest = orjson.loads(split.get(f"work/{status['job']}/manifest.json"))
+    assert len(manifest["ranges"]) == status["ranges_total"] == status["ranges_done"]
+    assert all(a[1] == b[0] for a, b in zip(manifest["ranges"], manifest["ranges"][1:]))
+    assert manifest["ranges"][-1][1] == len(data)
+    assert (split.get("out/long.csv"), split.get("out/long.csv.rejected")) == single
+    assert status["rows"] == 9_000
+
+
 # ------------------------------------------------------------------------------------------------ faults
 
 
@@ -347,7 +369,12 @@ def test_a_range_that_keeps_failing_is_dead_lettered_with_its_reason_and_named_i
     # THEN the file is not assembled, its status names the range and why, and the DLQ holds it with the reason
     assert status["failed_ranges"] == [2]
     (error,) = status["errors"]
-    assert (error["range"], error["reason"], error["attempt"], error["dead_lettered"]) == (2, "RuntimeError", 3, True)
+    assert (error["range"], error["reason"], error["attempt"], error["dead_lettered"]) == (
+        2,
+        "RuntimeError",
+        3,
+        True,
+    )
     assert status["ranges_done"] == obj["ranges"] - 1
     assert not [k for k in split.keys("out/") if k in ("out/fail.csv", "out/fail.csv.rejected")]
     (dead,) = split.dead_letters()
