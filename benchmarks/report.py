@@ -21,6 +21,7 @@ from benchmarks.report_sections import (
     compare_section,
     cost_section,
     e2e_section,
+    split_section,
     stages_section,
     write_section,
 )
@@ -106,6 +107,9 @@ def report() -> str:
         out += cold_section(cold)
     if cost:
         out += cost_section(cost)
+    split = load("s3_split")
+    if split:
+        out += split_section(split)
     out += ["## Plots", ""] + [f"![{m}]({m})" for m in made] + [""]
     notes = RESULTS / "NOTES.md"
     if notes.exists():
