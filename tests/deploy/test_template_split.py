@@ -1,6 +1,6 @@
-"""sam/template.yaml, the split-file resources (issue 16): the range queue and its dead-letter queue, the range
-worker's SQS event source, the coordination table, and the settings the design depends on (the IAM of the
-range worker and the S3 function is derived and checked by tests/deploy/test_template.py)."""
+"""sam/template.yaml, the split-file resources (issue 16): the range queue and its dead-letter queue, the
+range worker's SQS event source, the coordination table, and the settings the design depends on (the IAM of
+the range worker and the S3 function is derived and checked by tests/deploy/test_template.py)."""
 
 from __future__ import annotations
 

@@ -146,23 +146,10 @@ def test_parts_are_at_least_the_minimum_but_the_last_and_cover_the_sources_in_or
 
 
 def task(**kw) -> RangeTask:
-    base = dict(
-        job="j",
-        bucket="b",
-        key="in/x.csv",
-        etag='"e"',
-        size=100,
-        format="csv",
-        index=0,
-        start=10,
-        end=50,
-        first_line=2,
-        header_end=10,
-        arrival=1.5,
-        output_key="out/x.csv",
-        rejected_key="out/x.csv.rejected",
-        work_prefix="work/",
-    )
+    base = {"job": "j", "bucket": "b", "key": "in/x.csv", "etag": '"e"', "size": 100, "format": "csv",
+            "index": 0, "start": 10, "end": 50, "first_line": 2, "header_end": 10, "arrival": 1.5,
+            "output_key": "out/x.csv", "rejected_key": "out/x.csv.rejected",
+            "work_prefix": "work/"}  # fmt: skip
     return RangeTask(**{**base, **kw})
 
 
