@@ -54,6 +54,19 @@ def _plain(av: dict[str, Any]) -> Any:
     raise ValueError(f"unexpected attribute type {kind}")
 
 
+def _item(attributes: Any) -> dict[str, Any]:
+    """A DynamoDB item (attribute values) as plain values."""
+    return {k: _plain(v) for k, v in attributes.items()}
+
+
+def _placeholders(kind: str, values: dict[str, Any]) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """``#<kind>i`` / ``:<kind>i`` placeholders for attributes named by data: (pairs "#ki :ki", names,
+    values), the values as numbers."""
+    pairs = [f"#{kind}{i} :{kind}{i}" for i in range(len(values))]
+    names = {f"#{kind}{i}": k for i, k in enumerate(values)}
+    return pairs, names, {f":{kind}{i}": _n(v) for i, v in enumerate(values.values())}
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -67,7 +80,7 @@ class JobTable:
 
     def get(self, job: str) -> dict[str, Any] | None:
         resp = self.ddb.get_item(TableName=self.table, Key=self._key(job), ConsistentRead=True)
-        return {k: _plain(v) for k, v in resp["Item"].items()} if "Item" in resp else None
+        return _item(resp["Item"]) if "Item" in resp else None
 
     def create(self, job: str, fields: dict[str, str | int | float]) -> tuple[dict[str, Any], bool]:
         """The job item, created now (True) or as an earlier delivery created it (False)."""
@@ -83,7 +96,7 @@ class JobTable:
             self.ddb.put_item(
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(job)"
             )
-            return {k: _plain(v) for k, v in item.items()}, True
+            return _item(item), True
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
@@ -100,7 +113,7 @@ class JobTable:
             ExpressionAttributeValues={":t": _n(total), ":now": _n(self.clock()), ":h": _n(header_end)},
             ReturnValues="ALL_NEW",
         )
-        return {k: _plain(v) for k, v in resp["Attributes"].items()}
+        return _item(resp["Attributes"])
 
     def range_done(
         self, job: str, index: int, counts: dict[str, int], parts: dict[str, int]
@@ -115,29 +128,23 @@ class JobTable:
                 "expires": _n(int(self.clock()) + JOB_TTL_S),
             },
         )
-        names = sorted(counts)
+        pairs, names, values = _placeholders("c", counts)
         try:
             resp = self.ddb.update_item(
                 TableName=self.table,
                 Key=self._key(job),
-                UpdateExpression="ADD done :rs, "
-                + ", ".join(f"#c{i} :c{i}" for i in range(len(names)))
-                + " DELETE failed :rs",
+                UpdateExpression="ADD done :rs, " + ", ".join(pairs) + " DELETE failed :rs",
                 ConditionExpression="attribute_exists(job) AND NOT contains(done, :r)",
-                ExpressionAttributeNames={f"#c{i}": n for i, n in enumerate(names)},
-                ExpressionAttributeValues={
-                    ":rs": {"NS": [str(index)]},
-                    ":r": _n(index),
-                    **{f":c{i}": _n(counts[n]) for i, n in enumerate(names)},
-                },
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":rs": {"NS": [str(index)]}, ":r": _n(index), **values},
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-            return {k: _plain(v) for k, v in resp["Attributes"].items()}, True
+            return _item(resp["Attributes"]), True
         except ClientError as exc:
             if not _conditional_failed(exc) or "Item" not in exc.response:
                 raise
-            return {k: _plain(v) for k, v in exc.response["Item"].items()}, False  # type: ignore[typeddict-item]
+            return _item(exc.response["Item"]), False  # type: ignore[typeddict-item]
 
     def range_failed(
         self, job: str, index: int, *, reason: str, detail: str, attempt: int, final: bool
@@ -166,7 +173,7 @@ class JobTable:
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
-        return {k: _plain(v) for k, v in resp["Attributes"].items()}
+        return _item(resp["Attributes"])
 
     def claim(self, job: str, name: str, token: str, lease_s: float, *, renew: bool = False) -> bool:
         """Take the lease ``name`` ("assembly", "scan") unless that step is done or someone holds it;
@@ -200,32 +207,29 @@ class JobTable:
     def finished(self, job: str, name: str, token: str, values: dict[str, int]) -> dict[str, Any] | None:
         """Mark the step ``name`` done (``<name>_at``), by the lease's holder only; None if the lease was
         lost (a successor took over: it writes the same bytes)."""
+        pairs, names, placeholders = _placeholders("v", values)
         try:
             resp = self.ddb.update_item(
                 TableName=self.table,
                 Key=self._key(job),
                 UpdateExpression="SET #done = :now"
-                + "".join(f", #v{i} = :v{i}" for i in range(len(values)))
+                + "".join(", " + p.replace(" ", " = ") for p in pairs)
                 + " REMOVE #until",
                 ConditionExpression="#tok = :tok",
                 ExpressionAttributeNames={
                     "#done": f"{name}_at",
                     "#tok": f"{name}_token",
                     "#until": f"{name}_until",
-                    **{f"#v{i}": k for i, k in enumerate(values)},
+                    **names,
                 },
-                ExpressionAttributeValues={
-                    ":now": _n(self.clock()),
-                    ":tok": {"S": token},
-                    **{f":v{i}": _n(v) for i, v in enumerate(values.values())},
-                },
+                ExpressionAttributeValues={":now": _n(self.clock()), ":tok": {"S": token}, **placeholders},
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if _conditional_failed(exc):
                 return None
             raise
-        return {k: _plain(v) for k, v in resp["Attributes"].items()}
+        return _item(resp["Attributes"])
 
     def ranges(self, job: str) -> dict[int, dict[str, Any]]:
         """The range items of a job, by index."""
@@ -240,7 +244,7 @@ class JobTable:
         while True:
             resp = self.ddb.query(**kwargs)
             for it in resp.get("Items", []):
-                out[int(it["item"]["S"].split("#")[1])] = {k: _plain(v) for k, v in it.items()}
+                out[int(it["item"]["S"].split("#")[1])] = _item(it)
             if "LastEvaluatedKey" not in resp:
                 return out
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
