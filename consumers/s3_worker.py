@@ -205,6 +205,8 @@ class WorkerRuntime:
             raise Failed("assembly_pending", str(exc), final=False) from None
         except Exception as exc:
             reason, detail, final = self._classify(exc, attempt)
+            if task.kind == "scan":  # the scan handed on (its range index is the next range's)
+                reason, detail = f"scan_{reason}", f"the scan from byte {task.start}: {detail}"
             log.warning(
                 "job %s range %d attempt %d failed: %s (%s)", task.job, task.index, attempt, reason, detail
             )

@@ -255,6 +255,16 @@ def test_a_split_file_is_byte_identical_to_the_single_invocation(split, fmt):
     assert len(manifest["ranges"]) == obj["ranges"] and manifest["ranges"][-1][1] == len(data)
 
 
+def test_a_file_at_or_below_split_bytes_keeps_the_single_invocation(split):
+    data = gen("csv", 1_000)
+    assert len(data) <= 256 * 1024  # the fixture's SPLIT_BYTES
+    split.put("in/small.csv", data)
+    (obj,) = split.event("in/small.csv")["objects"]
+    assert "split" not in obj and obj["scored"] == 1_000
+    assert split.queue_empty() and split.keys("work/") == []
+    assert split.status("out/small.csv.status.json") is None
+
+
 def test_quoted_newlines_are_never_cut_and_the_header_is_carried_to_every_range(split):
     # GIVEN a CSV whose quoted fields contain newlines, commas and doubled quotes
     data = quoted_csv(3_000)
