@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from consumers.aws.assembly import concatenate
+from consumers.aws.assembly import AssemblyPending, assemble_job
 from consumers.aws.batchfiles import file_scorer, score_into
 from consumers.aws.clients import client, client_config, load_model
 from consumers.aws.deadline import calls_within
@@ -51,7 +50,7 @@ from consumers.core.config import RANGE_WORKER_REQUIRED, Settings
 from consumers.core.errors import EventShapeError
 from consumers.core.fileformats import CsvFormat, HeaderError, RangeMisaligned, format_for, numbered_lines
 from consumers.core.filescoring import BatchError, FileOutcome, FileScorer
-from consumers.core.ranges import RangeTask, TaskError, part_key
+from consumers.core.ranges import RangeTask, TaskError
 from consumers.core.retry import Deadline
 
 log = logging.getLogger(__name__)
@@ -84,15 +83,6 @@ class RangeOutcome:
             "state": self.state,
             "rows": self.rows,
         }
-
-
-class AssemblyPending(Exception):
-    """Another invocation holds the assembly lease: this message comes back when the lease ends (so that
-    if the holder crashed, the job is still assembled)."""
-
-    def __init__(self, retry_in_s: float) -> None:
-        super().__init__(f"the assembly lease is held for {retry_in_s:.1f} s more")
-        self.retry_in_s = retry_in_s
 
 
 class Failed(Exception):
@@ -305,53 +295,16 @@ class WorkerRuntime:
 
     # ------------------------------------------------------------------------------------------ assembly
     def assemble(self, task: RangeTask, item: dict[str, Any], deadline: Deadline) -> dict[str, Any] | None:
-        """The output and .rejected from the parts, by the lease's holder; None when another worker holds
-        the lease or the job is done."""
-        token = uuid.uuid4().hex
-        if not self.jobs.claim(
-            task.job, "assembly", token, max(min(deadline.remaining(), self.max_lease_s), 0.1)
-        ):
-            now = self.jobs.get(task.job) or item
-            if "assembly_at" in now:
-                return None  # done by another
-            raise AssemblyPending(max(float(now.get("assembly_until", 0)) - self.jobs.clock(), 0.0))
-        job = view(item)
-        ranges = self.jobs.ranges(task.job)
-        total = job.total or 0
-        missing = [i for i in range(total) if i not in ranges]
-        if missing:
-            raise BatchError(f"job {task.job}: ranges {missing[:10]} have no parts recorded")
-        fmt_type = format_for(task.key)
-        content_type = fmt_type.content_type if fmt_type else "application/octet-stream"
-        metadata = {"model-version": self.files.scorer.version, "source-etag": task.etag.strip('"')}
-        sizes = {}
-        for rejected, dest, size_of in (
-            (False, job.output_key, "output_bytes"),
-            (True, job.rejected_key, "rejected_bytes"),
-        ):
-            sources = [
-                (part_key(task.work_prefix, task.job, i, rejected), int(ranges[i][size_of]))
-                for i in range(total)
-            ]
-            sizes[size_of] = concatenate(
-                self.s3,
-                job.bucket,
-                dest,
-                sources,
-                content_type=content_type,
-                executor=self.copies,
-                metadata=metadata,
-            )
-        done = self.jobs.finished(task.job, "assembly", token, sizes)
-        if done is None:
-            return None
-        keys = [part_key(task.work_prefix, task.job, i, r) for i in range(total) for r in (False, True)]
-        for start in range(0, len(keys), 1000):  # the lifecycle rule on the work prefix is the backstop
-            self.s3.delete_objects(
-                Bucket=job.bucket,
-                Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
-            )
-        return done
+        lease_s = max(min(deadline.remaining(), self.max_lease_s), 0.1)
+        return assemble_job(
+            self.s3,
+            self.jobs,
+            self.copies,
+            task,
+            item,
+            lease_s=lease_s,
+            model_version=self.files.scorer.version,
+        )
 
 
 def report(result: dict[str, Any]) -> None:

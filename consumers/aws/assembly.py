@@ -1,19 +1,25 @@
-"""The assembly of a split file (consumers/s3_worker.py): objects concatenated into one with a multipart
-upload whose parts S3 copies itself (UploadPartCopy), except pieces smaller than S3's 5 MiB part minimum,
-which are joined here first. https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html
+"""The assembly of a split file (consumers/s3_worker.py, by the worker that completes its last range): under
+the job's assembly lease, the ranges' parts concatenated into the output and the .rejected file, each one
+multipart upload whose parts S3 copies itself (UploadPartCopy), except pieces smaller than S3's 5 MiB part
+minimum, which are joined here first; then the job marked done and the parts deleted.
+https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from consumers.aws import deadline
+from consumers.aws.jobs import JobTable, view
 from consumers.aws.s3 import MAX_PARTS, MIN_PART_BYTES, read_range
+from consumers.core.fileformats import format_for
 from consumers.core.filescoring import BatchError
+from consumers.core.ranges import RangeTask, part_key
 
 MAX_COPY_BYTES = 5 * 1024**3  # UploadPartCopy copies at most 5 GiB per part
 
@@ -116,3 +122,63 @@ def concatenate(
             s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
     return total
+
+
+class AssemblyPending(Exception):
+    """Another invocation holds the assembly lease: this message comes back when the lease ends (so that
+    if the holder crashed, the job is still assembled)."""
+
+    def __init__(self, retry_in_s: float) -> None:
+        super().__init__(f"the assembly lease is held for {retry_in_s:.1f} s more")
+        self.retry_in_s = retry_in_s
+
+
+def assemble_job(
+    s3: Any,
+    jobs: JobTable,
+    executor: ThreadPoolExecutor,
+    task: RangeTask,
+    item: dict[str, Any],
+    *,
+    lease_s: float,
+    model_version: str,
+) -> dict[str, Any] | None:
+    """The output and .rejected of a complete job from its parts, by the lease's holder: the job item once
+    done, None when the job is done already (by another) or the lease was lost; ``AssemblyPending`` while
+    another holds the lease."""
+    token = uuid.uuid4().hex
+    if not jobs.claim(task.job, "assembly", token, lease_s):
+        now = jobs.get(task.job) or item
+        if "assembly_at" in now:
+            return None
+        raise AssemblyPending(max(float(now.get("assembly_until", 0)) - jobs.clock(), 0.0))
+    job = view(item)
+    ranges = jobs.ranges(task.job)
+    total = job.total or 0
+    missing = [i for i in range(total) if i not in ranges]
+    if missing:
+        raise BatchError(f"job {task.job}: ranges {missing[:10]} have no parts recorded")
+    fmt_type = format_for(task.key)
+    content_type = fmt_type.content_type if fmt_type else "application/octet-stream"
+    metadata = {"model-version": model_version, "source-etag": task.etag.strip('"')}
+    sizes = {}
+    for rejected, dest, size_of in (
+        (False, job.output_key, "output_bytes"),
+        (True, job.rejected_key, "rejected_bytes"),
+    ):
+        sources = [
+            (part_key(task.work_prefix, task.job, i, rejected), int(ranges[i][size_of])) for i in range(total)
+        ]
+        sizes[size_of] = concatenate(
+            s3, job.bucket, dest, sources, content_type=content_type, executor=executor, metadata=metadata
+        )
+    done = jobs.finished(task.job, "assembly", token, sizes)
+    if done is None:
+        return None
+    keys = [part_key(task.work_prefix, task.job, i, r) for i in range(total) for r in (False, True)]
+    for start in range(0, len(keys), 1000):  # the lifecycle rule on the work prefix is the backstop
+        s3.delete_objects(
+            Bucket=job.bucket,
+            Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+        )
+    return done
