@@ -16,7 +16,7 @@ import pytest
 
 from consumers.core.ranges import STATUS_SUFFIX
 from sam.local.context import LambdaContext
-from sam.local.resources import create_jobs_table, create_range_queues, create_scores_table
+from sam.local.resources import create_jobs_table, create_range_queues, create_scores_table, scan_all
 from sam.local.s3_demo import csv_header, csv_rows, generate_file, s3_put_event
 from sam.local.sqs_source import SqsSource, SqsSourceSettings
 
@@ -249,6 +249,15 @@ def test_a_split_file_is_byte_identical_to_the_single_invocation(split, fmt):
     assert status["ranges_done"] == status["ranges_total"] == obj["ranges"]
     assert (status["rows"], status["scored"], status["rejected_rows"]) == (9_000, 8_991, 9)
     assert status["errors"] == [] and status["finished_at"] is not None
+    # the ranges wrote the items with the file's own line numbers (the positions the single path writes)
+    assert status["items"] == 8_991
+    items = {i["event_id"]["S"]: i for i in scan_all(split.ddb, "scores")}
+    ids = [orjson.loads(line).get("event_id") if fmt == "jsonl" else line.split(b",", 1)[0].decode()
+           for line in data.splitlines()]  # fmt: skip
+    lines = {eid: n for n, eid in enumerate(ids, start=1) if eid}
+    assert len(items) == 8_991
+    assert all(int(i["sequence_number"]["S"]) == lines[eid] for eid, i in items.items())
+    assert {i["shard_id"]["S"] for i in items.values()} == {f"s3://{BUCKET}/{key}"}
     # the parts are gone (the manifest stays under the work prefix, expired by the lifecycle rule)
     assert split.keys("work/") == [f"work/{status['job']}/manifest.json"]
     manifest = orjson.loads(split.get(f"work/{status['job']}/manifest.json"))
