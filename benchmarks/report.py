@@ -22,6 +22,7 @@ from benchmarks.report_sections import (
     compare_section,
     cost_section,
     e2e_section,
+    split_section,
     stages_section,
     write_section,
 )
@@ -121,6 +122,9 @@ def report() -> str:
         from benchmarks.shared_cache import section as shared_cache_section
 
         out += shared_cache_section(shared)
+    split = load("s3_split")
+    if split:
+        out += split_section(split)
     out += ["## Plots", ""] + [f"![{m}]({m})" for m in made] + [""]
     notes = RESULTS / "NOTES.md"
     if notes.exists():

@@ -63,14 +63,16 @@ import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from consumers.aws.clients import backoff_from, build_sink, client, client_config, load_model
+from consumers.aws.batchfiles import file_scorer, score_into
+from consumers.aws.clients import client, client_config, load_model
 from consumers.aws.deadline import calls_within
-from consumers.aws.feature_table import enricher_from_settings
-from consumers.aws.s3 import PART_BYTES, MultipartWriter, ResumableBody
+from consumers.aws.jobs import JobTable
+from consumers.aws.rangequeue import RangeQueue
+from consumers.aws.s3 import PART_BYTES, ResumableBody
+from consumers.aws.splitter import SCAN_AHEAD, SplitOutcome, Splitter
 from consumers.bootstrap import LazyRuntime, deadline_from, lambda_entry, logger, metrics
 from consumers.core.config import S3_BATCH_REQUIRED, Settings
 from consumers.core.errors import EventShapeError
-from consumers.core.features import Vectorizer
 from consumers.core.fileformats import (
     CsvFormat,
     FileReason,
@@ -81,7 +83,6 @@ from consumers.core.fileformats import (
 )
 from consumers.core.filescoring import BatchError, FileOutcome, FileScorer, check_prefixes, output_key_for
 from consumers.core.retry import Deadline
-from consumers.core.scoring import BoosterScorer
 
 log = logging.getLogger(__name__)
 
@@ -98,36 +99,41 @@ class BatchRuntime:
     files: FileScorer
     executor: ThreadPoolExecutor
     part_bytes: int = PART_BYTES
+    splitter: Splitter | None = None  # objects above SPLIT_BYTES become jobs of ranges (s3_worker.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, session: Any = None) -> BatchRuntime:
         import boto3
 
-        check_prefixes(settings.input_prefix, settings.output_prefix)
+        splits = bool(settings.split_bytes and settings.range_queue_url and settings.jobs_table)
+        check_prefixes(
+            settings.input_prefix, settings.output_prefix, settings.work_prefix if splits else None
+        )
         session = session or boto3.session.Session()
         # S3 keeps botocore's retries (standard mode): every call here is idempotent and not deadline-bound
         # the way the DynamoDB writes are.
         s3 = client(session, "s3", client_config(4, botocore_retries=True))
         bundle = load_model(settings, session)
-        backoff = backoff_from(settings)
         # Background I/O of one object: a part upload per output file and one items write, each at most one
         # in flight. The sink has its own pool (its requests), so no task here waits on its own pool.
         executor = ThreadPoolExecutor(3, thread_name_prefix="s3-batch")
-        sink = build_sink(settings, session, backoff=backoff) if settings.scores_table else None
-        enricher = None
-        if settings.feature_table:
-            features_client = client(session, "dynamodb", client_config(2))
-            enricher = enricher_from_settings(settings, features_client, bundle.schema, backoff=backoff)
-        files = FileScorer(
-            scorer=BoosterScorer.from_bundle(bundle),
-            vectorizer=Vectorizer(bundle.schema),
-            enricher=enricher,
-            sink=sink,
-            chunk_rows=settings.chunk_rows,
-            max_line_bytes=settings.max_event_bytes,
-            executor=executor,
-        )
-        return cls(settings=settings, s3=s3, files=files, executor=executor)
+        files = file_scorer(settings, session, bundle, executor)
+        splitter = None
+        if splits:
+            splitter = Splitter(
+                s3=s3,
+                jobs=JobTable(
+                    client(session, "dynamodb", client_config(2, botocore_retries=True)), settings.jobs_table
+                ),
+                queue=RangeQueue(
+                    client(session, "sqs", client_config(2, botocore_retries=True)), settings.range_queue_url
+                ),
+                executor=ThreadPoolExecutor(SCAN_AHEAD, thread_name_prefix="s3-scan"),
+                range_bytes=settings.range_bytes,
+                work_prefix=settings.work_prefix,
+                model_version=files.scorer.version,
+            )
+        return cls(settings=settings, s3=s3, files=files, executor=executor, splitter=splitter)
 
     def deadline(self, context: Any) -> Deadline:
         return deadline_from(
@@ -136,6 +142,8 @@ class BatchRuntime:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)
+        if self.splitter is not None:
+            self.splitter.executor.shutdown(wait=False)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         records = event.get("Records") if isinstance(event, dict) else None
@@ -170,7 +178,7 @@ class BatchRuntime:
             results.append(self.score_object(bucket, key, deadline))
         return {"objects": [r.summary() for r in results]}
 
-    def score_object(self, bucket: str, key: str, deadline: Deadline) -> FileOutcome:
+    def score_object(self, bucket: str, key: str, deadline: Deadline) -> FileOutcome | SplitOutcome:
         started = time.perf_counter()
         out_key = output_key_for(key, self.settings.input_prefix, self.settings.output_prefix)
         rej_key = out_key + REJECTED_SUFFIX
@@ -197,55 +205,44 @@ class BatchRuntime:
             log.warning("s3://%s/%s no longer exists: nothing to score", bucket, key)
             outcome.wall_s = time.perf_counter() - started
             return outcome
+        fmt = self.files.make_format(fmt_type)
+        if self.splitter is not None and int(response.get("ContentLength", 0)) > self.settings.split_bytes:
+            response["Body"].close()
+            try:
+                return self.splitter.split(
+                    bucket, key, response, fmt, output_key=out_key, rejected_key=rej_key, deadline=deadline
+                )
+            except HeaderError as exc:
+                self._reject_file(bucket, rej_key, fmt_type, exc.reason, exc.detail, fmt)
+                outcome.rejected = 1
+                outcome.wall_s = time.perf_counter() - started
+                return outcome
         body = ResumableBody(self.s3, bucket, key, response)
         arrival = response["LastModified"].timestamp() if "LastModified" in response else 0.0
-        fmt = self.files.make_format(fmt_type)
-        metadata = {"model-version": self.files.scorer.version, "source-etag": body.etag.strip('"')}
-        output = MultipartWriter(
-            self.s3,
-            bucket,
-            out_key,
-            content_type=fmt.content_type,
-            part_bytes=self.part_bytes,
-            metadata=metadata,
-            executor=self.executor,
-        )
-        rejected = MultipartWriter(
-            self.s3,
-            bucket,
-            rej_key,
-            content_type=fmt.content_type,
-            part_bytes=self.part_bytes,
-            metadata=metadata,
-            executor=self.executor,
-        )
         stream = io.BufferedReader(body, buffer_size=1 << 20)
         try:
-            self.files.run(
+            score_into(
+                self.files,
+                self.s3,
+                bucket,
                 numbered_lines(stream, self.settings.max_event_bytes),
                 fmt,
-                output=output,
-                rejected=rejected,
+                output_key=out_key,
+                rejected_key=rej_key,
                 outcome=outcome,
+                metadata={"model-version": self.files.scorer.version, "source-etag": body.etag.strip('"')},
                 source=f"s3://{bucket}/{key}",
                 arrival=arrival,
                 deadline=deadline,
+                executor=self.executor,
+                part_bytes=self.part_bytes,
             )
-            rejected.close()
-            output.close()
         except HeaderError as exc:
-            output.abort()
-            rejected.abort()
             self._reject_file(bucket, rej_key, fmt_type, exc.reason, exc.detail, fmt)
             outcome.rejected += 1
-        except BaseException:
-            output.abort()
-            rejected.abort()
-            raise
         finally:
             body.body.close()
         outcome.bytes_read = body.offset
-        outcome.bytes_written = output.bytes + rejected.bytes
         outcome.wall_s = time.perf_counter() - started
         if outcome.items_unwritten:
             raise BatchError(
@@ -277,6 +274,11 @@ class BatchRuntime:
 def report(result: dict[str, Any]) -> None:
     """One log line per object and its metrics: counts, sizes and timings, never row contents."""
     for obj in result["objects"]:
+        if obj.get("split"):
+            logger.info("object split into ranges", extra=obj)
+            metrics.add_metric(name="BatchFilesSplit", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="BatchRangesQueued", unit=MetricUnit.Count, value=obj["ranges"])
+            continue
         logger.info("object scored", extra=obj)
         metrics.add_metric(name="BatchRowsRead", unit=MetricUnit.Count, value=obj["rows"])
         metrics.add_metric(name="BatchRowsScored", unit=MetricUnit.Count, value=obj["scored"])

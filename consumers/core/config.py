@@ -20,6 +20,8 @@ S3_BATCH_REQUIRED = ("MODEL_URI", "INPUT_PREFIX", "OUTPUT_PREFIX")  # SCORES_TAB
 HTTP_REQUIRED = (
     "MODEL_URI",
 )  # SCORES_TABLE only with HTTP_WRITE_SCORES=true (checked by consumers/http_handler.py)
+# The range worker of split files (consumers/s3_worker.py); SCORES_TABLE optional as for the S3 function.
+RANGE_WORKER_REQUIRED = ("MODEL_URI", "JOBS_TABLE", "RANGE_QUEUE_URL", "RANGE_DLQ_URL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,16 @@ class Settings:
     explain_top_k: int = 0
     explain_min_score: float | None = None
     explain_approx: bool = False
+    # Split files (consumers/core/ranges.py): objects above split_bytes go to the range queue as ranges of
+    # range_bytes when RANGE_QUEUE_URL and JOBS_TABLE are set (0: never split); parts and manifests go under
+    # work_prefix; a range is dead-lettered after range_max_receives deliveries.
+    split_bytes: int = 256 * 1024 * 1024
+    range_bytes: int = 64 * 1024 * 1024
+    range_queue_url: str = ""
+    range_dlq_url: str = ""
+    jobs_table: str = ""
+    work_prefix: str = "work/"
+    range_max_receives: int = 5
 
     @classmethod
     def from_env(
@@ -209,8 +221,15 @@ class Settings:
             guardrail_max_quarantine_rate=rate("GUARDRAIL_MAX_QUARANTINE_RATE", 1.0),
             drift_min_records=integer("DRIFT_MIN_RECORDS", 1000, 0, 10_000_000),
             explain_top_k=integer("EXPLAIN_TOP_K", 0, 0, 64),
-            explain_min_score=rate("EXPLAIN_MIN_SCORE", -1.0)
+            explain_min_score=rate("EXPLAIN_MIN_SCORE", 0.0)
             if env.get("EXPLAIN_MIN_SCORE", "").strip()
             else None,
             explain_approx=boolean("EXPLAIN_APPROX", False),
+            split_bytes=integer("SPLIT_BYTES", 256 * 1024 * 1024, 0, 2**50),
+            range_bytes=integer("RANGE_BYTES", 64 * 1024 * 1024, 5 * 1024 * 1024, 5 * 1024**3),
+            range_queue_url=required("RANGE_QUEUE_URL"),
+            range_dlq_url=required("RANGE_DLQ_URL"),
+            jobs_table=required("JOBS_TABLE"),
+            work_prefix=env.get("WORK_PREFIX", "").strip() or "work/",
+            range_max_receives=integer("RANGE_MAX_RECEIVES", 5, 1, 1000),
         )

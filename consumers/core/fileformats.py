@@ -42,14 +42,16 @@ class FileReason(StrEnum):
     BAD_HEADER = "bad_header"  # CSV: no header, a repeated column, the id or a required column missing
     BAD_ROW = "bad_row"  # CSV: not as many cells as the header
     BAD_CSV = "bad_csv"  # CSV: the csv module refused the record (NUL byte, field too large)
+    RANGE_MISALIGNED = "range_misaligned"  # a range of a split file ends inside a quoted field
     UNSUPPORTED_FORMAT = "unsupported_format"  # neither .csv nor JSON Lines by its suffix
 
 
-def numbered_lines(stream: Any, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number from 1, the line with its newline) per line; ``None`` for a line longer than the cap,
-    which is skipped in pieces, never held whole."""
+def numbered_lines(stream: Any, max_line_bytes: int, first: int = 1) -> Iterator[tuple[int, bytes | None]]:
+    """(line number from ``first``, the line with its newline) per line; ``None`` for a line longer than
+    the cap, which is skipped in pieces, never held whole. ``first`` > 1: a range of a larger object
+    (consumers/core/ranges.py)."""
     readline = stream.readline
-    n = 0
+    n = first - 1
     while True:
         line = readline(max_line_bytes + 1)
         if not line:
@@ -77,6 +79,17 @@ class Chunk:
 
     def __len__(self) -> int:
         return len(self.events) + len(self.rejected)
+
+
+class RangeMisaligned(Exception):
+    """A range of a split CSV ends inside a quoted field: the file's quoting is not RFC 4180 (a bare quote
+    in an unquoted field), so counting quotes cut a record in two (consumers/core/ranges.py). Permanent."""
+
+
+# Appended after a range's last line when ``CsvFormat.range_end_check`` is set: parsed as a record of its own
+# when the range ends on a record boundary, swallowed into the field when it ends inside a quoted one.
+_RANGE_END = "\x1e\x1f\n"
+_RANGE_END_ROW = ["\x1e\x1f"]
 
 
 class HeaderError(Exception):
@@ -165,6 +178,8 @@ class CsvFormat:
         self.max_line_bytes = max_line_bytes
         self.header: list[str] = []
         self._keep: list[int] | None = None  # output column indices when the input has score/model_version
+        # A range of a split file that does not end the file: check that it ends on a record boundary.
+        self.range_end_check = False
 
     # -- reading -------------------------------------------------------------------------------
     def _set_header(self, cells: list[str]) -> None:
@@ -194,9 +209,15 @@ class CsvFormat:
     def chunks(self, lines: Iterator[tuple[int, bytes | None]], chunk_rows: int) -> Iterator[Chunk]:
         bad: dict[int, tuple[str, str]] = {}  # physical line -> why (not UTF-8, too long)
         limit = self.max_line_bytes
+        # The line numbers the csv reader pulled for the record it returns: a record's lines are the ones
+        # it pulled since the previous record (it never reads ahead), numbered as ``lines`` numbers them
+        # (a range's lines follow the header's with a gap: consumers/core/ranges.py).
+        pulled: list[int] = []
+        ended = [False]
 
         def text() -> Iterator[str]:
             for n, raw in lines:
+                pulled.append(n)
                 if raw is None:
                     bad[n] = (Reason.OVERSIZED, f"line longer than {limit} bytes")
                     yield "\n"
@@ -206,6 +227,9 @@ class CsvFormat:
                 except UnicodeDecodeError:
                     bad[n] = (Reason.NOT_UTF8, "line is not valid UTF-8")
                     yield raw.decode("utf-8", "surrogateescape")
+            if self.range_end_check:
+                ended[0] = True
+                yield _RANGE_END
 
         reader = csv.reader(text())
         try:
@@ -217,10 +241,10 @@ class CsvFormat:
         if bad:
             raise HeaderError(FileReason.BAD_HEADER, "the header line is not valid UTF-8 or too long")
         self._set_header(first)
+        pulled.clear()
         width = len(self.header)
         chunk = Chunk()
         cells: list[list[str]] = []
-        last = reader.line_num
         while True:
             try:
                 row: list[str] | None = next(reader)
@@ -229,15 +253,22 @@ class CsvFormat:
                 break
             except csv.Error as exc:
                 row, error = [], str(exc)[:200]
-            start, last = last + 1, reader.line_num
+            if ended[0]:
+                if row == _RANGE_END_ROW and error is None:
+                    break
+                raise RangeMisaligned(
+                    f"the range ends inside a quoted field (the record from line {pulled[0]} on)"
+                )
+            start = pulled[0]
             if bad:
-                spanned = [n for n in range(start, last + 1) if n in bad]
+                spanned = [n for n in pulled if n in bad]
                 if spanned:
                     reason, detail = bad[spanned[0]]
                     for n in spanned:
                         del bad[n]
                     chunk.rejected.append((start, reason, detail, row))
                     row = None
+            pulled.clear()
             if row is None:
                 pass
             elif error is not None:

@@ -77,16 +77,19 @@ def output_key_for(key: str, input_prefix: str, output_prefix: str) -> str:
     return output_prefix + key[len(input_prefix) :]
 
 
-def check_prefixes(input_prefix: str, output_prefix: str) -> None:
-    """Writing under the input prefix would trigger the function on its own output (a loop)."""
+def check_prefixes(input_prefix: str, output_prefix: str, work_prefix: str | None = None) -> None:
+    """Writing under the input prefix would trigger the function on its own output (a loop); so would the
+    parts of split files under ``work_prefix`` (WORK_PREFIX)."""
     if not input_prefix or not output_prefix:
         raise ConfigError("environment variables INPUT_PREFIX and OUTPUT_PREFIX are required but not set")
-    if output_prefix.startswith(input_prefix) or input_prefix.startswith(output_prefix):
-        raise ConfigError(
-            f"environment variables INPUT_PREFIX ({input_prefix!r}) and OUTPUT_PREFIX "
-            f"({output_prefix!r}) must not contain one another: the function would score its "
-            "own output"
-        )
+    others = [("OUTPUT_PREFIX", output_prefix)] + ([("WORK_PREFIX", work_prefix)] if work_prefix else [])
+    for name, prefix in others:
+        if prefix.startswith(input_prefix) or input_prefix.startswith(prefix):
+            raise ConfigError(
+                f"environment variables INPUT_PREFIX ({input_prefix!r}) and {name} "
+                f"({prefix!r}) must not contain one another: the function would score its "
+                "own output"
+            )
 
 
 def score_text(scores: np.ndarray) -> list[str]:
@@ -135,13 +138,15 @@ class FileScorer:
         source: str,
         arrival: float,
         deadline: Deadline,
+        headers: bool = True,
     ) -> None:
-        """Score every line into ``output``/``rejected`` (objects with ``write(bytes)``) and the sink."""
+        """Score every line into ``output``/``rejected`` (objects with ``write(bytes)``) and the sink.
+        ``headers=False``: a range after the first of a split file (its output follows another's)."""
         with self._no_write_left_running():
             stage = outcome.stage_s
             version = self.scorer.version
             slowest = 0.0
-            header_written = False
+            header_written = not headers
             chunks = fmt.chunks(lines, self.chunk_rows)
             while True:
                 t0 = time.perf_counter()

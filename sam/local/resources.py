@@ -88,3 +88,38 @@ def create_alert_bus(events: Any, sqs: Any, bus: str, queue: str) -> str:
         Rule=f"{bus}-to-queue", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn(sqs, url)}]
     )
     return url
+
+
+def create_jobs_table(ddb: Any, name: str) -> None:
+    """The template's JobsTable: the coordination of split files (consumers/aws/jobs.py)."""
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "job", "KeyType": "HASH"},
+            {"AttributeName": "item", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "job", "AttributeType": "S"},
+            {"AttributeName": "item", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+
+
+def create_range_queues(
+    sqs: Any, name: str, *, visibility_timeout_s: int, max_receive_count: int
+) -> tuple[str, str]:
+    """The template's RangeQueue (with its redrive policy) and RangeDeadLetterQueue: (queue URL, DLQ URL)."""
+    dlq = create_queue(sqs, f"{name}-dlq")
+    url: str = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "MessageRetentionPeriod": "1209600",
+            "VisibilityTimeout": str(visibility_timeout_s),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": queue_arn(sqs, dlq), "maxReceiveCount": str(max_receive_count)}
+            ),
+        },
+    )["QueueUrl"]
+    return url, dlq

@@ -57,6 +57,7 @@ def test_every_entry_point_of_the_template_is_in_the_shipped_directory():
         "consumers.handler",
         "consumers.http_handler",
         "consumers.s3_handler",
+        "consumers.s3_worker",
         "consumers.collision_handler",
     }
     for h in handlers:

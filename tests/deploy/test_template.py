@@ -109,6 +109,11 @@ FUNCTIONS = {
         "logs": "CollisionLogGroup",
         "calls_aws": False,  # it reads only the stream records Lambda hands it
     },
+    "RangeWorkerFunction": {
+        "module": "consumers.s3_worker",
+        "role": "RangeWorkerRole",
+        "logs": "RangeWorkerLogGroup",
+    },
 }
 
 
@@ -329,7 +334,7 @@ def test_alerts_bus_rule_queue_and_dlq(template):
 
 
 def test_queues_are_encrypted_and_keep_messages_14_days(template):
-    for name in ("QuarantineQueue", "FailureQueue", "BatchFailureQueue"):
+    for name in ("QuarantineQueue", "FailureQueue", "BatchFailureQueue", "RangeDeadLetterQueue"):
         props = template["Resources"][name]["Properties"]
         assert props["KmsMasterKeyId"] == {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, "alias/aws/sqs"]}
         assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
@@ -380,6 +385,8 @@ def test_alarms(template):
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("AlertQueueDlq",)),
         ("AWS/Lambda", "Errors", ("BatchScoringFunction",)),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("BatchFailureQueue",)),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", ("RangeQueue",)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", ("RangeDeadLetterQueue",)),
         ("AWS/ApiGateway", "5xx", ("ScoringHttpApi",)),
         # the code's own EMF metrics (consumers/bootstrap.py report_collisions, consumers/telemetry.py
         # report_rollout), dimension service only
@@ -421,6 +428,10 @@ def test_outputs_name_everything_a_user_needs(template):
         "BatchInputPrefix",
         "BatchOutputPrefix",
         "BatchFailureQueueUrl",
+        "RangeQueueUrl",
+        "RangeDeadLetterQueueUrl",
+        "JobsTableName",
+        "RangeWorkerFunctionName",
         "HttpFunctionName",
         "HttpApiId",
         "HttpApiUrl",
@@ -458,6 +469,12 @@ IAM_ALIASES = {
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     "s3:HeadObject": "s3:GetObject",
     "s3:ListObjectsV2": "s3:ListBucket",
+    # UploadPartCopy needs s3:PutObject on the destination (and s3:GetObject on the source, granted apart):
+    #   https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html
+    "s3:UploadPartCopy": "s3:PutObject",
+    # DeleteObjects is authorised per key as s3:DeleteObject:
+    #   https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html
+    "s3:DeleteObjects": "s3:DeleteObject",
 }
 
 # What Lambda does with the function's role without the code calling it, and on which resources.
@@ -516,6 +533,7 @@ CODE_RESOURCES = {
 
 _LAMBDA_RUNTIME = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}
 _MODEL = {"ModelBucket", "ModelBucketName", "ModelPrefix"}
+_JOBS = {f"dynamodb:{a}": {"JobsTable"} for a in ("GetItem", "PutItem", "UpdateItem", "Query")}
 # The same, per function; an action's entry wins over its service's.
 PLATFORM_ACTIONS_BY_FUNCTION = {
     "ScoringFunction": PLATFORM_ACTIONS,
@@ -532,6 +550,16 @@ PLATFORM_ACTIONS_BY_FUNCTION = {
     "HttpScoringFunction": {
         "logs:CreateLogStream": {"HttpLogGroup"},
         "logs:PutLogEvents": {"HttpLogGroup"},
+        **_LAMBDA_RUNTIME,
+    },
+    "RangeWorkerFunction": {
+        # The SQS event-source mapping: https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html
+        **{f"sqs:{a}": {"RangeQueue"} for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")},
+        # Customer managed key of the queues: https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html
+        "kms:Decrypt": {"KmsKeyArn"},
+        "kms:GenerateDataKey": {"KmsKeyArn"},
+        "logs:CreateLogStream": {"RangeWorkerLogGroup"},
+        "logs:PutLogEvents": {"RangeWorkerLogGroup"},
         **_LAMBDA_RUNTIME,
     },
     "CollisionFunction": {
@@ -554,9 +582,22 @@ CODE_RESOURCES_BY_FUNCTION = {
     "BatchScoringFunction": {
         "dynamodb:BatchWriteItem": {"ScoresTable"},
         "dynamodb:BatchGetItem": {"FeatureTableName"},
+        **_JOBS,
         "s3:GetObject": _MODEL | {"BatchBucket", "BatchInputPrefix"},
-        "s3:PutObject": {"BatchBucket", "BatchOutputPrefix"},
+        "s3:PutObject": {"BatchBucket", "BatchOutputPrefix", "BatchWorkPrefix"},  # + manifests
         "s3:AbortMultipartUpload": {"BatchBucket", "BatchOutputPrefix"},
+        "sqs:SendMessage": {"RangeQueue"},
+    },
+    "RangeWorkerFunction": {
+        "dynamodb:BatchWriteItem": {"ScoresTable"},
+        "dynamodb:BatchGetItem": {"FeatureTableName"},
+        **_JOBS,
+        "s3:GetObject": _MODEL | {"BatchBucket", "BatchInputPrefix", "BatchWorkPrefix"},
+        "s3:PutObject": {"BatchBucket", "BatchOutputPrefix", "BatchWorkPrefix"},
+        "s3:AbortMultipartUpload": {"BatchBucket", "BatchOutputPrefix", "BatchWorkPrefix"},
+        "s3:DeleteObject": {"BatchBucket", "BatchWorkPrefix"},
+        "sqs:SendMessage": {"RangeQueue", "RangeDeadLetterQueue"},  # a scan handed on, dead letters
+        "sqs:ChangeMessageVisibility": {"RangeQueue"},
     },
     "HttpScoringFunction": {
         "dynamodb:BatchWriteItem": {"HttpScoresTable"},  # its own key space, never the stream's table
@@ -874,8 +915,12 @@ def test_batch_role_reads_only_the_input_prefix_and_writes_only_the_output_prefi
     reads = [s for s in bucket if "s3:GetObject" in actions_of(s)]
     writes = [s for s in bucket if "s3:PutObject" in actions_of(s)]
     assert [s["Resource"] for s in reads] == [{"Fn::Sub": "${BatchBucket.Arn}/${BatchInputPrefix}*"}]
-    assert [s["Resource"] for s in writes] == [{"Fn::Sub": "${BatchBucket.Arn}/${BatchOutputPrefix}*"}]
+    assert [s["Resource"] for s in writes] == [
+        {"Fn::Sub": "${BatchBucket.Arn}/${BatchOutputPrefix}*"},
+        {"Fn::Sub": "${BatchBucket.Arn}/${BatchWorkPrefix}*"},  # a split file's manifest
+    ]
     assert set(actions_of(writes[0])) == {"s3:PutObject", "s3:AbortMultipartUpload"}
+    assert actions_of(writes[1]) == ["s3:PutObject"]
     assert not [s for s in bucket if s not in reads + writes]
     # the bucket statements are a separate policy: inline they would close a dependency cycle
     policy = template["Resources"]["BatchBucketAccess"]
@@ -892,8 +937,10 @@ def test_batch_bucket_is_private_encrypted_and_aborts_stale_uploads(template):
         ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
     )
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    rule, work = props["LifecycleConfiguration"]["Rules"]
     assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    # the parts of split files that never completed (assembled ones are deleted by the worker)
+    assert work["Prefix"] == {"Ref": "BatchWorkPrefix"} and work["ExpirationInDays"] >= 1
     deny = template["Resources"]["BatchBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     p = template["Parameters"]
