@@ -24,7 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import BENCH_CPU, REPO, RESULTS, aws_env, build_event, endpoint, machine, pin
+from benchmarks.common import (
+    BENCH_CPU,
+    REPO,
+    RESULTS,
+    build_event,
+    endpoint,
+    init_phase_env,
+    machine,
+    pin,
+)
 
 CHILD = r"""
 import json, sys, time
@@ -80,18 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, endpoint("instant") as server:
         event_path = os.path.join(tmp, "event.json")
         Path(event_path).write_text(json.dumps(build_event(args.records)))
-        env = {
-            **os.environ,
-            **aws_env(server.endpoint),
-            "SCORES_TABLE": "scores",
-            "DLQ_URL": "http://127.0.0.1:9/000000000000/dlq",
-            "MODEL_URI": str(REPO / "model/bundles/default"),
-            "MODEL_CACHE_DIR": os.path.join(tmp, "model-cache"),
-            "POWERTOOLS_SERVICE_NAME": "event-scoring",
-            "AWS_LAMBDA_FUNCTION_NAME": "scoring",  # the runtime is built at import, in the init phase
-            "PYTHONPATH": str(REPO),
-        }
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = init_phase_env(server.endpoint, tmp)
         one_run(event_path, env)  # warm-up: .pyc written, files in the page cache
         runs = []
         for i in range(args.runs):

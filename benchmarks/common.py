@@ -158,3 +158,22 @@ def least_cpu_ms(fn: Callable[[], object], n: int = 40) -> float:
         fn()
         best = min(best, (time.process_time() - t) * 1000)
     return round(best, 3)
+
+
+def init_phase_env(endpoint_url: str, tmp: str) -> dict[str, str]:
+    """The environment of a fresh process that imports the stream function as Lambda's init phase does
+    (``AWS_LAMBDA_FUNCTION_NAME`` set: the runtime is built at import), against ``endpoint_url``, with the
+    bytecode cache on (the package ships .pyc)."""
+    env = {
+        **os.environ,
+        **aws_env(endpoint_url),
+        "SCORES_TABLE": "scores",
+        "DLQ_URL": "http://127.0.0.1:9/000000000000/dlq",
+        "MODEL_URI": str(REPO / "model/bundles/default"),
+        "MODEL_CACHE_DIR": os.path.join(tmp, "model-cache"),
+        "POWERTOOLS_SERVICE_NAME": "event-scoring",
+        "AWS_LAMBDA_FUNCTION_NAME": "scoring",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
