@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -125,3 +126,14 @@ def run_batch(
         **kw,
     )
     return out, sink, quarantine
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, poll_s: float = 0.01) -> bool:
+    """Whether ``condition()`` became true before ``timeout_s`` (checked every ``poll_s``): a wait on an event
+    with a deadline, never a fixed sleep."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return condition()

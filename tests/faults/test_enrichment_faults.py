@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.helpers import wait_until
 from tests.pipeline_harness import run_pipeline
 
 pytestmark = pytest.mark.slow
@@ -30,12 +31,7 @@ UNTIL = 1  # invocations ended while the fault is on
 
 
 def until_invocations(hf, n: int, timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if hf.completed >= n:
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_until(lambda: hf.completed >= n, timeout_s)
 
 
 def server_outage(server) -> Callable:

@@ -25,6 +25,7 @@ from sam.local.poller import EventSourceSettings, Poller, load_template, slot_of
 from sam.local.resources import create_queue, create_stream, drain_queue, queue_arn
 from tests.conftest import REPO
 from tests.faultwrap import client_error
+from tests.helpers import wait_until
 
 TEMPLATE = REPO / "sam" / "template.yaml"
 POLL_S = 0.01  # interval of the deadline-bounded wait_for loop
@@ -34,11 +35,8 @@ FAST_RETRY = Backoff(base_s=0.001, cap_s=0.005, max_attempts=10**6)
 
 # --------------------------------------------------------------------------------------- helpers
 def wait_for(condition, timeout_s: float = 20.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(POLL_S)
+    if not wait_until(condition, timeout_s, POLL_S):
+        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 class Recorder:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import random
-import time
 
 import pytest
 
@@ -18,19 +17,10 @@ from consumers import bootstrap
 from consumers.aws.feature_table import FeatureTableEnricher
 from sam.local.context import LambdaContext
 from sam.local.faults import FaultProxy
-from tests.helpers import event_of
+from tests.helpers import event_of, wait_until
 from tests.integration.test_enrichment_moto import SCHEMA, events_for, features  # noqa: F401 (fixture)
 from tests.integration.test_handler_moto import valid_events
 from tests.integration.test_rollout_moto import registry  # noqa: F401 (fixture)
-
-
-def wait_until(condition, timeout_s: float = 10.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.fixture
