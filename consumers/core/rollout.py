@@ -167,18 +167,21 @@ class Rollout:
         if live is None:
             reasons = "; ".join(e.reason for e in self.events if e.kind == "refused")
             raise ModelError(f"model registry {self.store.uri}: no live version can be served: {reasons}")
-        variants = self._variants(aliases, live)
+        variants, _ = self._variants(aliases, live)
         self.aliases, self._etag, self._next = aliases, etag, self.clock() + self.refresh_s
         return variants
 
-    def _variants(self, aliases: Aliases, live: Scorer) -> Variants:
-        shadow, _ = self._try("shadow", aliases.shadow, live)
-        canary, _ = self._try("canary", aliases.canary, live)
+    def _variants(self, aliases: Aliases, live: Scorer) -> tuple[Variants, bool]:
+        """``live`` with the aliases' shadow and canary (those that load, and are not ``live`` itself), and
+        whether a load failed for now (the document is then read again at the next refresh)."""
+        shadow, shadow_pending = self._try("shadow", aliases.shadow, live)
+        canary, canary_pending = self._try("canary", aliases.canary, live)
         if shadow is not None and shadow.version == live.version:
             shadow = None
         if canary is not None and canary.version == live.version:
             canary = None
-        return Variants(live, shadow, canary, aliases.canary_percent if canary is not None else 0.0)
+        variants = Variants(live, shadow, canary, aliases.canary_percent if canary is not None else 0.0)
+        return variants, shadow_pending or canary_pending
 
     def refresh_now(self) -> None:
         """Make the next ``refresh_if_due`` read the aliases (SnapStart's restore: the snapshot may be
@@ -216,12 +219,9 @@ class Rollout:
                 self._watch_live = (
                     Watch(new_live.version, "live", self.guardrail) if self.guardrail.on else None
                 )
-        shadow, shadow_pending = self._try("shadow", aliases.shadow, live)
-        canary, canary_pending = self._try("canary", aliases.canary, live)
-        pending = pending or shadow_pending or canary_pending
-        shadow = shadow if shadow is not None and shadow.version != live.version else None
-        canary = canary if canary is not None and canary.version != live.version else None
-        after = Variants(live, shadow, canary, aliases.canary_percent if canary is not None else 0.0)
+        after, others_pending = self._variants(aliases, live)
+        pending = pending or others_pending
+        shadow, canary = after.shadow, after.canary
         if canary is not None and (before.canary is None or before.canary.version != canary.version):
             self._watch_canary = (
                 Watch(canary.version, "canary", self.guardrail) if self.guardrail.on else None
