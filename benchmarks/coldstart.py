@@ -28,9 +28,7 @@ from benchmarks.common import (
     BENCH_CPU,
     REPO,
     RESULTS,
-    build_event,
-    endpoint,
-    init_phase_env,
+    fresh_process_runs,
     machine,
     pin,
 )
@@ -86,19 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "coldstart.json"))
     args = ap.parse_args(argv)
     pin()
-    with tempfile.TemporaryDirectory() as tmp, endpoint("instant") as server:
-        event_path = os.path.join(tmp, "event.json")
-        Path(event_path).write_text(json.dumps(build_event(args.records)))
-        env = init_phase_env(server.endpoint, tmp)
-        one_run(event_path, env)  # warm-up: .pyc written, files in the page cache
-        runs = []
-        for i in range(args.runs):
-            runs.append(one_run(event_path, env))
-            print(
-                f"run {i}: total {runs[-1]['total_s']:.3f} s wall, {runs[-1]['cpu_total_s']:.3f} s CPU",
-                file=sys.stderr,
-                flush=True,
-            )
+    runs = fresh_process_runs(
+        one_run,
+        records=args.records,
+        runs=args.runs,
+        show=lambda i, r: f"run {i}: total {r['total_s']:.3f} s wall, {r['cpu_total_s']:.3f} s CPU",
+    )
     keys = [
         "interpreter_start_s",
         "imports_s",

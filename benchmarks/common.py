@@ -3,12 +3,14 @@ sample rows and events, peak RSS, the machine description."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -177,3 +179,25 @@ def init_phase_env(endpoint_url: str, tmp: str) -> dict[str, str]:
     }
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+def fresh_process_runs(
+    one_run: Callable[[str, dict[str, str]], dict[str, float]],
+    *,
+    records: int,
+    runs: int,
+    show: Callable[[int, dict[str, float]], str],
+) -> list[dict[str, float]]:
+    """``runs`` fresh processes (``one_run(event_path, env)``) importing the stream function as Lambda's init
+    phase does, against the instant endpoint, on an event of ``records``; one warm-up first (.pyc written,
+    files in the page cache). ``show`` gives each run's line on stderr."""
+    with tempfile.TemporaryDirectory() as tmp, endpoint("instant") as server:
+        event_path = os.path.join(tmp, "event.json")
+        Path(event_path).write_text(json.dumps(build_event(records)))
+        env = init_phase_env(server.endpoint, tmp)
+        one_run(event_path, env)
+        out = []
+        for i in range(runs):
+            out.append(one_run(event_path, env))
+            print(show(i, out[-1]), file=sys.stderr, flush=True)
+    return out

@@ -35,9 +35,7 @@ from benchmarks.common import (
     BENCH_CPU,
     REPO,
     RESULTS,
-    build_event,
-    endpoint,
-    init_phase_env,
+    fresh_process_runs,
     machine,
     pin,
 )
@@ -89,15 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "snapstart.json"))
     args = ap.parse_args(argv)
     pin()
-    with tempfile.TemporaryDirectory() as tmp, endpoint("instant") as server:
-        event_path = os.path.join(tmp, "event.json")
-        Path(event_path).write_text(json.dumps(build_event(args.records)))
-        env = init_phase_env(server.endpoint, tmp)
-        one_run(event_path, env)  # warm-up: .pyc written, files in the page cache
-        runs = []
-        for i in range(args.runs):
-            runs.append(one_run(event_path, env))
-            print(f"run {i}: {json.dumps({k: round(v, 4) for k, v in runs[-1].items()})}", file=sys.stderr)
+    runs = fresh_process_runs(
+        one_run,
+        records=args.records,
+        runs=args.runs,
+        show=lambda i, r: f"run {i}: {json.dumps({k: round(v, 4) for k, v in r.items()})}",
+    )
     keys = list(runs[0])
     med = {k: round(statistics.median(r[k] for r in runs), 4) for k in keys}
     result = {
